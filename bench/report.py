@@ -1,0 +1,70 @@
+"""Turn pytest-benchmark JSON into bench/RESULTS.md tables (ratios from the same run).
+
+Usage: python bench/report.py RUN.json [RUN2.json ...] --command "..." > bench/RESULTS.md
+Each group becomes a table: backend, median time, rate, peak memory, agreement with the
+reference, and the speed-up over the reference and over torch measured in that same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+
+def _rows(paths):
+    for path in paths:
+        with open(path) as handle:
+            run = json.load(handle)
+        for bench in run["benchmarks"]:
+            yield run, bench
+
+
+def _ratio(base: float | None, value: float) -> str:
+    return f"{base / value:.1f}×" if base else "–"
+
+
+def render(paths, command: str) -> str:
+    groups: dict[str, list] = defaultdict(list)
+    header = None
+    for run, bench in _rows(paths):
+        header = header or run
+        groups[bench["group"]].append(bench)
+    info = header["machine_info"]
+    first = groups[next(iter(groups))][0]["extra_info"] if groups else {}
+    lines = [
+        f"Machine: {first.get('device') or info.get('cpu', {}).get('brand_raw', info['machine'])}, "
+        f"{first.get('cpu_count', '?')} cores, torch {first.get('torch', '?')} "
+        f"({first.get('torch_threads', '?')} threads); commit {first.get('commit', '?')}; "
+        f"date {header['datetime'][:10]}.",
+        f"Command: `{command}`",
+        "",
+    ]
+    for group, benches in groups.items():
+        medians = {b["extra_info"].get("backend"): b["stats"]["median"] for b in benches}
+        lines += [f"### {group}", "",
+                  "| backend | median s | rate | peak MB | components | agreement | vs reference | vs torch |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for bench in benches:
+            extra, median = bench["extra_info"], bench["stats"]["median"]
+            agreement = extra.get("agreement_with_reference")
+            lines.append(
+                f"| {extra.get('backend')} | {median:.3f} | {extra.get('rate', '–')} | "
+                f"{extra.get('peak_memory_mb', '–')} | {extra.get('components', '–')} | "
+                f"{'–' if agreement is None else f'{agreement:.4%}'} | "
+                f"{_ratio(medians.get('reference'), median)} | {_ratio(medians.get('torch'), median)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--command", required=True, help="the command that produced the JSON")
+    args = parser.parse_args()
+    print(render(args.paths, args.command))
+
+
+if __name__ == "__main__":
+    main()

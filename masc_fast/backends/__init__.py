@@ -1,0 +1,90 @@
+"""Backend registry: which implementation of the MASC ops runs, and why.
+
+Precedence: an explicit ``backend=`` argument, then ``MASC_FAST_BACKEND``, then ``auto``
+(CUDA tensors → ``triton`` if importable, else ``torch``; CPU tensors → ``cpp`` if the
+extension is built, else ``torch``). ``reference`` is never chosen automatically. An explicit
+backend that cannot run raises :class:`BackendUnavailableError`; an automatic fallback is
+logged once at INFO, and callers record the backend that actually ran.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from functools import lru_cache
+from types import ModuleType
+
+import torch
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "available",
+    "get_backend",
+    "select_backend",
+]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "cpp", "triton", "reference")
+_MODULES = {
+    "torch": "torch_ops",
+    "cpp": "cpp_ops",
+    "triton": "triton_ops",
+    "reference": "reference_ops",
+}
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run here; ``__cause__`` holds the reason."""
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{_MODULES[name]}")
+
+
+@lru_cache(maxsize=None)
+def _availability(name: str) -> tuple[bool, str]:
+    try:
+        module = _module(name)
+    except ImportError as error:
+        return False, f"its adapter does not import ({error})"
+    check = getattr(module, "is_available", None)
+    return check() if check is not None else (True, "")
+
+
+def available() -> dict[str, tuple[bool, str]]:
+    """``{backend: (usable, reason it is not)}`` for every backend."""
+    return {name: _availability(name) for name in BACKENDS}
+
+
+def get_backend(name: str) -> ModuleType:
+    """The ops module of backend ``name``; raises if it cannot run here."""
+    if name not in BACKENDS:
+        expected = ", ".join(BACKENDS)
+        raise ValueError(f"unknown backend {name!r}; expected one of {expected} or 'auto'")
+    usable, reason = _availability(name)
+    if not usable:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
+    return _module(name)
+
+
+@lru_cache(maxsize=None)
+def _log_fallback_once(wanted: str, reason: str) -> None:
+    logger.info("backend %r unavailable (%s); falling back to 'torch'", wanted, reason)
+
+
+def select_backend(requested: str | None = "auto", device: torch.device | str = "cpu") -> str:
+    """Resolve ``requested`` (or ``MASC_FAST_BACKEND``, or auto) to a usable backend name."""
+    if requested in (None, "auto"):
+        requested = os.environ.get("MASC_FAST_BACKEND", "auto") or "auto"
+    if requested != "auto":
+        get_backend(requested)
+        return requested
+    wanted = "triton" if torch.device(device).type == "cuda" else "cpp"
+    usable, reason = _availability(wanted)
+    if usable:
+        return wanted
+    _log_fallback_once(wanted, reason)
+    return "torch"

@@ -1,0 +1,36 @@
+"""Adapter exposing ``masc_fast.reference`` through the backend interface.
+
+Never auto-selected: it exists so benchmarks and tests can run the reference through the same
+calls as the engine (``backend="reference"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import reference
+
+__all__ = ["gram_update", "subspace_scores"]
+
+
+def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Row-by-row float64 outer products (``reference.gram_update_ref``)."""
+    acc = gram.detach().cpu().numpy().astype(np.float64)
+    reference.gram_update_ref(acc, x, y)
+    gram.copy_(torch.from_numpy(acc))
+
+
+def subspace_scores(x, basis, offsets, *, block_rows=None):
+    """NumPy float64 scores and predictions (``reference.subspace_scores_ref``)."""
+    basis_np = basis.detach().cpu().double().numpy()
+    bounds = offsets.tolist()
+    bases = [
+        basis_np[:, lo:hi] if hi > lo else None for lo, hi in zip(bounds[:-1], bounds[1:])
+    ]
+    scores = reference.subspace_scores_ref(x, bases)
+    pred = reference.predict_ref(x, bases)
+    return (
+        torch.from_numpy(scores).to(device=x.device, dtype=x.dtype),
+        torch.from_numpy(pred).to(x.device),
+    )

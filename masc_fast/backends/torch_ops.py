@@ -1,0 +1,78 @@
+"""Plain torch versions of the MASC ops: any device, always available.
+
+These are the fallback backend and the baseline the fused backends are measured against.
+Inputs are validated upstream (``masc_fast._validation``); here we only shape the work.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["gram_update", "subspace_scores", "default_block_rows"]
+
+# One block's projection (rows × R) is kept near this size so memory stays O(block × R).
+_BLOCK_BYTES = 32 * 2**20
+
+
+def default_block_rows(total_components: int, itemsize: int) -> int:
+    """Rows per scoring block so that one block's ``rows × R`` projection is about 32 MiB."""
+    return max(1, min(65536, _BLOCK_BYTES // max(1, total_components * itemsize)))
+
+
+def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Add ``X_kᵀ X_k`` to ``gram[k]`` for every class k present in ``y`` (in place).
+
+    Rows are sorted by class once, so each class costs one GEMM on a contiguous slice,
+    computed in ``gram.dtype``.
+    """
+    counts = torch.bincount(y, minlength=gram.shape[0]).tolist()
+    order = torch.argsort(y, stable=True)
+    rows = x.index_select(0, order).to(gram.dtype)
+    start = 0
+    for label, count in enumerate(counts):
+        if count:
+            chunk = rows[start : start + count]
+            gram[label].addmm_(chunk.T, chunk)
+            start += count
+
+
+def _segment_ids(offsets: torch.Tensor, device: torch.device) -> torch.Tensor:
+    lengths = (offsets[1:] - offsets[:-1]).to(device)
+    return torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
+
+
+def subspace_scores(
+    x: torch.Tensor,
+    basis: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    block_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class cos² scores and the argmax class for every row of ``x``.
+
+    ``basis`` is ``[U_1 … U_K]`` (d, R); class k owns columns ``offsets[k]:offsets[k+1]``.
+    score[i, k] = ‖U_kᵀ x_i‖² / ‖x_i‖² (clamped to 1; 0 for a zero row or an absent class).
+    Prediction: the largest score among present classes, lowest index on ties.
+    Energies are summed in float64 whatever the GEMM dtype.
+    """
+    n, num_classes = x.shape[0], len(offsets) - 1
+    device = x.device
+    segment_ids = _segment_ids(offsets, device)
+    absent = (offsets[1:] == offsets[:-1]).to(device)
+    scores = torch.empty((n, num_classes), dtype=x.dtype, device=device)
+    pred = torch.empty(n, dtype=torch.int64, device=device)
+    block_rows = block_rows or default_block_rows(basis.shape[1], x.element_size())
+    for start in range(0, n, block_rows):
+        block = x[start : start + block_rows]
+        proj = (block @ basis).double().square_()
+        energy = torch.zeros((block.shape[0], num_classes), dtype=torch.float64, device=device)
+        energy.index_add_(1, segment_ids, proj)
+        sq_norms = block.double().square().sum(dim=1, keepdim=True)
+        block_scores = torch.where(
+            sq_norms > 0, energy / sq_norms.clamp_min(torch.finfo(torch.float64).tiny), 0.0
+        ).clamp_(max=1.0)
+        stored = scores[start : start + block.shape[0]]
+        stored.copy_(block_scores)
+        # argmax of the scores as returned (x's dtype), so ties resolve like every backend
+        pred[start : start + block.shape[0]] = stored.masked_fill(absent, -torch.inf).argmax(dim=1)
+    return scores, pred

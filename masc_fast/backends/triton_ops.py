@@ -1,0 +1,185 @@
+"""Adapter for the Triton kernels ``masc_fast.kernels``.
+
+Triton and the kernels are imported lazily, once, on first use; ``import masc_fast`` never
+needs them. The backend runs on CUDA tensors, or on CPU tensors under Triton's interpreter
+(``TRITON_INTERPRET=1``, which tests use to run the kernels without a GPU). Inputs are
+validated upstream (``masc_fast._validation``); here we only assert what protects memory
+(device, dtype, shape) and shape the work: a torch GEMM per row block, then the Triton
+epilogue ``projection_scores``. The fully fused GEMM + epilogue kernel is a later step.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+
+import torch
+
+from masc_fast.backends import torch_ops
+
+__all__ = ["is_available", "gram_update", "subspace_scores"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def _import_triton() -> ImportError | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return exc
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _import_kernels() -> tuple[ModuleType | None, ImportError | None]:
+    try:
+        import masc_fast.kernels as kernels
+    except ImportError as exc:
+        return None, exc
+    return kernels, None
+
+
+def _kernels() -> ModuleType:
+    """``masc_fast.kernels``, imported once; raises ImportError (with the cause) if absent."""
+    module, error = _import_kernels()
+    if module is None:
+        raise ImportError(f"masc_fast.kernels is not importable: {error}") from error
+    return module
+
+
+def _is_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def is_available() -> tuple[bool, str]:
+    """``(True, "")`` if triton imports and there is a CUDA device or ``TRITON_INTERPRET=1``.
+
+    Triton itself is checked before the kernels are imported, because ``@triton.jit`` fixes
+    compiled-or-interpreted when the kernel module is first imported.
+    """
+    missing = []
+    error = _import_triton()
+    if error is not None:
+        missing.append(f"triton is not importable ({error}); install masc_fast[cuda]")
+    if not (torch.cuda.is_available() or _is_interpreting()):
+        missing.append(
+            "no CUDA device (torch.cuda.is_available() is False) and TRITON_INTERPRET is not '1'"
+        )
+    if missing:
+        return False, "; ".join(missing)
+    _, error = _import_kernels()
+    if error is not None:
+        return False, f"masc_fast.kernels is not importable ({error})"
+    return True, ""
+
+
+def _check_float(name: str, tensor: torch.Tensor, ndim: int) -> None:
+    if tensor.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"triton backend: {name} must be float32 or float64, got {tensor.dtype}")
+    if tensor.ndim != ndim:
+        raise ValueError(
+            f"triton backend: {name} must be {ndim}-D, got shape {tuple(tensor.shape)}"
+        )
+
+
+def subspace_scores(
+    x: torch.Tensor,
+    basis: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    block_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-class cos² scores and the predicted class for every row of ``x``, with Triton.
+
+    .. math:: s_{ik} = \min\left(\lVert U_k^\top x_i \rVert^2 / \lVert x_i \rVert^2,\ 1\right)
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (n, d), float32 or float64, CUDA (or CPU under TRITON_INTERPRET=1)
+        Rows to score.
+    basis : torch.Tensor, shape (d, R), same dtype and device as ``x``
+        Concatenated class bases ``[U_1 … U_K]``.
+    offsets : torch.Tensor, shape (K + 1,), int64, any device (moved to ``x``'s)
+        Class k owns columns ``offsets[k]:offsets[k+1]`` of ``basis``; an empty segment marks
+        an absent class (score 0, never predicted).
+    block_rows : int, optional
+        Rows per block; default keeps one block's (rows, R) projection near 32 MiB.
+
+    Returns
+    -------
+    scores : torch.Tensor, shape (n, K), dtype and device of ``x``
+        In [0, 1]; 0 for a zero row or an absent class.
+    pred : torch.Tensor, shape (n,), int64, device of ``x``
+        Largest score among present classes, lowest index on ties; -1 if no class is present.
+
+    Raises
+    ------
+    ImportError
+        Triton or the kernels are not importable.
+    TypeError, ValueError
+        Wrong dtype, or wrong device/shape.
+
+    Notes
+    -----
+    Each block costs one torch GEMM (``x_blk @ basis``, in ``x``'s dtype) plus the Triton
+    epilogue, which sums energies in float64, and one small device-to-host sync (the
+    epilogue reads the longest class segment). Extra memory is O(block_rows × R).
+
+    Examples
+    --------
+    >>> import torch  # CPU tensors as here need TRITON_INTERPRET=1 set before the first call
+    >>> from masc_fast.backends import triton_ops
+    >>> basis = torch.eye(3, dtype=torch.float64)[:, :2]  # class 0: e0, class 1: e1
+    >>> x = torch.tensor([[3.0, 4.0, 0.0]], dtype=torch.float64)
+    >>> triton_ops.subspace_scores(x, basis, torch.tensor([0, 1, 2]))
+    (tensor([[0.3600, 0.6400]], dtype=torch.float64), tensor([1]))
+    """
+    kernels = _kernels()
+    _check_float("x", x, 2)
+    _check_float("basis", basis, 2)
+    if basis.dtype != x.dtype:
+        raise TypeError(f"triton backend: basis dtype {basis.dtype} differs from x dtype {x.dtype}")
+    if basis.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"triton backend: basis has {basis.shape[0]} rows but x has {x.shape[1]} columns"
+        )
+    if basis.device != x.device:
+        raise ValueError(f"triton backend: basis is on {basis.device} but x is on {x.device}")
+    if x.device.type != "cuda" and not _is_interpreting():
+        raise ValueError(
+            f"triton backend: x must be a CUDA tensor (got device {x.device}); CPU tensors run "
+            "only under TRITON_INTERPRET=1"
+        )
+    if offsets.dtype != torch.int64:
+        raise TypeError(f"triton backend: offsets must be int64, got {offsets.dtype}")
+    if offsets.ndim != 1:
+        raise ValueError(f"triton backend: offsets must be 1-D, got shape {tuple(offsets.shape)}")
+    if block_rows is not None and block_rows < 1:
+        raise ValueError(f"triton backend: block_rows must be >= 1, got {block_rows}")
+
+    n = x.shape[0]
+    num_classes = offsets.shape[0] - 1
+    if block_rows is None:
+        block_rows = torch_ops.default_block_rows(basis.shape[1], x.element_size())
+    scores = torch.empty((n, num_classes), dtype=x.dtype, device=x.device)
+    pred = torch.empty(n, dtype=torch.int64, device=x.device)
+    offsets = offsets.to(device=x.device).contiguous()
+    with torch.no_grad():
+        basis = basis.contiguous()
+        for start in range(0, n, block_rows):
+            stop = min(start + block_rows, n)
+            block = x[start:stop]
+            proj = block @ basis
+            # ‖x‖² in float64, then cast: the kernel divides in float64 either way.
+            sq_norms = block.double().square().sum(dim=1).to(x.dtype)
+            scores[start:stop], pred[start:stop] = kernels.projection_scores(
+                proj, offsets, sq_norms
+            )
+    return scores, pred
+
+
+def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Torch Gram update for now; the Triton Gram kernel comes with the GPU issue."""
+    torch_ops.gram_update(gram, x, y)

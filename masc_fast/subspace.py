@@ -1,0 +1,218 @@
+"""Fitted per-class subspaces: bases, eigenvalues, the rank rule, scoring and storage.
+
+A :class:`ClassSubspaces` holds, for every class k, the leading eigenpairs of
+``C_k = X_kᵀ X_k`` (the uncentred second moment; the authors' ±x doubling makes the PCA mean
+zero, so nothing is centred) and keeps ``r_k`` of them for the current variance threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._validation import as_tensor, check_activations, check_variance
+from ._version import __version__
+from .eigensolvers import ClassEigen, components_for_variance
+from .scoring import ScoreResult, compute_dtype, score_rows, scores_to_angles
+
+__all__ = ["ClassSubspaces"]
+
+
+class ClassSubspaces:
+    """Per-class orthonormal bases at one variance threshold; scores rows by minimum angle.
+
+    Built by :meth:`GramAccumulator.fit` (or :meth:`load`). Class k's basis ``U_k`` (d, r_k)
+    holds the leading eigenvectors of ``X_kᵀ X_k``; ``r_k`` is the number of cumulative
+    explained-variance ratios <= t, plus one (capped at the rank), or ``t`` itself when
+    ``t >= 1``. A class with no (or only all-zero) training rows is *absent*: ``r_k = 0``, it
+    scores 0 and is never predicted.
+
+    Scoring: ``score[i, k] = ‖U_kᵀ x_i‖² / ‖x_i‖²`` = cos² of the angle between ``x_i`` and the
+    subspace; ``predict`` is the argmax (the minimum angle), lowest class index on exact ties.
+    A zero row scores 0 against every class (angle 90°) and is predicted as the lowest present
+    class; scores are never NaN.
+
+    Example
+    -------
+    >>> import torch, masc_fast
+    >>> acc = masc_fast.GramAccumulator(num_classes=3, dim=8)
+    >>> x, y = torch.randn(300, 8), torch.arange(300) % 3
+    >>> acc.update(x, y)
+    >>> subspaces = acc.fit(variance=0.9)
+    >>> subspaces.predict(x).shape
+    torch.Size([300])
+    """
+
+    def __init__(
+        self,
+        eigens: list[ClassEigen | None],
+        *,
+        dim: int,
+        variance: float,
+        counts: torch.Tensor,
+        layer: str | None = None,
+    ):
+        self._eigens = list(eigens)
+        self.dim = int(dim)
+        self.variance = check_variance(variance)
+        self.counts = counts.to(torch.int64).cpu()
+        self.layer = layer
+        ranks = []
+        for label, eigen in enumerate(self._eigens):
+            if eigen is None:
+                ranks.append(0)
+                continue
+            rank = components_for_variance(eigen.values, eigen.total, self.variance, eigen.rank_cap)
+            if rank > eigen.vectors.shape[1]:
+                raise ValueError(
+                    f"{self._name()}class {label} needs {rank} components at variance "
+                    f"{self.variance} but only {eigen.vectors.shape[1]} were computed; refit "
+                    f"from the GramAccumulator with the higher threshold"
+                )
+            ranks.append(rank)
+        self.num_components = torch.tensor(ranks, dtype=torch.int64)
+        self._packed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _name(self) -> str:
+        return f"layer {self.layer!r}: " if self.layer is not None else ""
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def num_classes(self) -> int:
+        return len(self._eigens)
+
+    @property
+    def present(self) -> torch.Tensor:
+        """Boolean (K,) mask of classes that can be predicted."""
+        return self.num_components > 0
+
+    @property
+    def bases(self) -> list[torch.Tensor | None]:
+        """Per class the orthonormal basis (d, r_k), float64, or ``None`` if absent."""
+        return [
+            eigen.vectors[:, :rank] if eigen is not None and rank else None
+            for eigen, rank in zip(self._eigens, self.num_components.tolist())
+        ]
+
+    @property
+    def eigenvalues(self) -> list[torch.Tensor | None]:
+        """Per class the computed leading eigenvalues of ``X_kᵀ X_k`` (descending)."""
+        return [eigen.values if eigen is not None else None for eigen in self._eigens]
+
+    @property
+    def explained_variance(self) -> torch.Tensor:
+        """(K,) fraction of each class's energy captured by its kept components."""
+        fractions = [
+            float(eigen.values[:rank].sum()) / eigen.total if eigen is not None and rank else 0.0
+            for eigen, rank in zip(self._eigens, self.num_components.tolist())
+        ]
+        return torch.tensor(fractions, dtype=torch.float64)
+
+    def with_variance(self, variance: float) -> ClassSubspaces:
+        """The same fit re-thresholded at ``variance`` (no refit; needs the eigenpairs at hand)."""
+        return ClassSubspaces(
+            self._eigens, dim=self.dim, variance=variance, counts=self.counts, layer=self.layer
+        )
+
+    def packed(self, dtype: torch.dtype, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenated bases ``[U_1 … U_K]`` (d, R) and class offsets (K+1,), cached."""
+        key = (dtype, str(device))
+        if key not in self._packed:
+            blocks = [b for b in self.bases if b is not None]
+            basis = (
+                torch.cat(blocks, dim=1)
+                if blocks
+                else torch.zeros((self.dim, 0), dtype=torch.float64)
+            )
+            offsets = torch.zeros(self.num_classes + 1, dtype=torch.int64)
+            offsets[1:] = torch.cumsum(self.num_components, 0)
+            self._packed[key] = (basis.to(device=device, dtype=dtype).contiguous(), offsets)
+        return self._packed[key]
+
+    # ----------------------------------------------------------------- scoring
+    def score(self, x, *, backend: str | None = "auto", batch: int | None = None) -> ScoreResult:
+        """Validated scores, predictions and the backend that ran, as torch tensors."""
+        x = check_activations(as_tensor(x, "x"), layer=self.layer, batch=batch, dim=self.dim)
+        if not bool(self.present.any()):
+            raise ValueError(f"{self._name()}no class has a subspace; nothing can be predicted")
+        x = x.to(compute_dtype(x))
+        basis, offsets = self.packed(x.dtype, x.device)
+        return score_rows(x, basis, offsets, backend=backend)
+
+    def scores(self, x, *, backend: str | None = "auto"):
+        """cos² (n, K) of the angle between each row and each class subspace."""
+        return _like(self.score(x, backend=backend).scores, x)
+
+    def predict(self, x, *, backend: str | None = "auto"):
+        """Class at the minimum angle for each row (n,), int64."""
+        return _like(self.score(x, backend=backend).pred, x)
+
+    def angles(self, x, *, backend: str | None = "auto"):
+        """Angles in degrees (n, K); 90 for zero rows and absent classes."""
+        return _like(scores_to_angles(self.score(x, backend=backend).scores), x)
+
+    # ----------------------------------------------------------------- storage
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to a safetensors file, atomically (temporary file, then rename)."""
+        from safetensors.torch import save_file
+
+        tensors = {"counts": self.counts.contiguous()}
+        meta = {"dim": self.dim, "variance": self.variance, "layer": self.layer,
+                "version": __version__, "classes": []}
+        for label, eigen in enumerate(self._eigens):
+            if eigen is None:
+                meta["classes"].append(None)
+                continue
+            tensors[f"values.{label}"] = eigen.values.detach().cpu().contiguous()
+            tensors[f"vectors.{label}"] = eigen.vectors.detach().cpu().contiguous()
+            meta["classes"].append(
+                {"total": eigen.total, "rank_cap": eigen.rank_cap, "method": eigen.method}
+            )
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"masc_fast": json.dumps(meta)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: torch.device | str = "cpu") -> ClassSubspaces:
+        """Read a file written by :meth:`save`."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            raw = (handle.metadata() or {}).get("masc_fast")
+            if raw is None:
+                raise ValueError(f"{path} is not a masc_fast ClassSubspaces file (no metadata)")
+            meta = json.loads(raw)
+            eigens: list[ClassEigen | None] = []
+            for label, info in enumerate(meta["classes"]):
+                if info is None:
+                    eigens.append(None)
+                    continue
+                eigens.append(ClassEigen(
+                    handle.get_tensor(f"values.{label}"), handle.get_tensor(f"vectors.{label}"),
+                    info["total"], info["rank_cap"], info["method"],
+                ))
+            counts = handle.get_tensor("counts")
+        return cls(eigens, dim=meta["dim"], variance=meta["variance"], counts=counts,
+                   layer=meta["layer"])
+
+    def __repr__(self) -> str:
+        return (
+            f"ClassSubspaces({self._name()}classes={self.num_classes}, dim={self.dim}, "
+            f"variance={self.variance}, components={int(self.num_components.sum())})"
+        )
+
+
+def _like(result: torch.Tensor, x):
+    """Return NumPy for NumPy input, torch otherwise."""
+    return result.cpu().numpy() if isinstance(x, np.ndarray) else result
