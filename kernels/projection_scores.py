@@ -144,8 +144,7 @@ def projection_scores(
     ).tolist()
     if first != 0 or last != r or shortest < 0:
         raise ValueError(
-            f"offsets must be non-decreasing from 0 to proj.shape[1] = {r}, "
-            f"got {offsets.tolist()}"
+            f"offsets must be non-decreasing from 0 to proj.shape[1] = {r}, got {offsets.tolist()}"
         )
 
     k = offsets.shape[0] - 1

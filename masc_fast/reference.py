@@ -86,9 +86,14 @@ def subspace_scores_ref(x, bases: list[np.ndarray | None]) -> np.ndarray:
 
 
 def predict_ref(x, bases: list[np.ndarray | None]) -> np.ndarray:
-    """Class at the smallest angle (lowest index on exact ties; missing classes never win)."""
+    """Class at the smallest angle (lowest index on exact ties; missing classes never win).
+
+    -1 when no class has a basis.
+    """
     scores = subspace_scores_ref(x, bases)
     missing = np.array([basis is None for basis in bases])
+    if missing.all():
+        return np.full(scores.shape[0], -1, dtype=np.int64)
     scores[:, missing] = -np.inf
     return np.argmax(scores, axis=1)
 

@@ -14,8 +14,9 @@ def _numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def assert_close_report(actual, expected, atol: float, rtol: float, name: str = "value",
-                        *, show: int = 5) -> None:
+def assert_close_report(
+    actual, expected, atol: float, rtol: float, name: str = "value", *, show: int = 5
+) -> None:
     """Assert ``|actual − expected| <= atol + rtol·|expected|`` elementwise.
 
     On failure the message gives the shapes, how many entries fail, max and mean absolute error,
@@ -70,9 +71,16 @@ def top_two_gap(scores, present=None) -> np.ndarray:
     return top[:, 1] - top[:, 0]
 
 
-def assert_labels_match(pred, ref_pred, ref_scores, score_tol: float,
-                        max_excused_fraction: float, *, present=None,
-                        name: str = "labels") -> int:
+def assert_labels_match(
+    pred,
+    ref_pred,
+    ref_scores,
+    score_tol: float,
+    max_excused_fraction: float,
+    *,
+    present=None,
+    name: str = "labels",
+) -> int:
     """Labels equal the reference's except at near-ties (STYLE habit 10).
 
     A mismatch is excused when the reference's top-two score gap at that point is below

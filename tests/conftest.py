@@ -12,9 +12,16 @@ from __future__ import annotations
 import os
 import random
 
-import numpy as np
-import pytest
-import torch
+# Thread pools on a small shared box. torch's OpenMP threads and OpenBLAS's (NumPy/SciPy, used
+# by the reference) both busy-wait after a parallel region; on 2 cores each starves the other
+# and a 2 ms SVD takes 250 ms. Sleeping OpenMP threads and a single-threaded reference remove
+# that without changing any result beyond summation order. Must precede the imports below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def _has_cuda() -> bool:
@@ -48,7 +55,9 @@ TOLERANCES[np.float32] = TOLERANCES[np.dtype(np.float32)] = TOLERANCES[torch.flo
 
 def required_backends() -> set[str]:
     """Backends named in ``MASC_FAST_REQUIRE``; a skip of one of them is a failure."""
-    return {part.strip() for part in os.environ.get("MASC_FAST_REQUIRE", "").split(",") if part.strip()}
+    return {
+        part.strip() for part in os.environ.get("MASC_FAST_REQUIRE", "").split(",") if part.strip()
+    }
 
 
 def backend_status() -> dict[str, tuple[bool, str]]:
@@ -86,7 +95,7 @@ def skip_or_fail(name: str, reason: str) -> None:
 def _reseed():
     """Every test starts from the same random state, whatever ran before it."""
     random.seed(SEED)
-    np.random.seed(SEED)
+    np.random.seed(SEED)  # noqa: NPY002 - the legacy global state that sklearn checks use
     torch.manual_seed(SEED)
     yield
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from _compare import assert_close_report
+
 from masc_fast.eigensolvers import class_eigh, components_for_variance, exact_eigh
 from masc_fast.synthetic import structured_classes
 
@@ -79,15 +79,26 @@ def test_partial_matches_exact_on_sampled_low_rank_plus_noise(dim):
     tight = class_eigh(gram, variance=0.99, count=2000, method="partial", tol=1e-10)
     assert tight.method == "partial"
     assert tight.vectors.shape[1] == count
-    assert_close_report(_projector(tight.vectors), _projector(exact.vectors), 1e-8, 0.0,
-                        f"projector d={dim} tol=1e-10")
-    assert_close_report(tight.values[:count], exact.values[:count], 0.0, 1e-10,
-                        f"eigenvalues d={dim}")
+    assert_close_report(
+        _projector(tight.vectors),
+        _projector(exact.vectors),
+        1e-8,
+        0.0,
+        f"projector d={dim} tol=1e-10",
+    )
+    assert_close_report(
+        tight.values[:count], exact.values[:count], 0.0, 1e-10, f"eigenvalues d={dim}"
+    )
     # The default tol=1e-7 keeps the same rank; its projector bound is ~3e-5 (worst case).
     default = class_eigh(gram, variance=0.99, count=2000, method="partial")
     assert default.vectors.shape[1] == count
-    assert_close_report(_projector(default.vectors), _projector(exact.vectors), 1e-5, 0.0,
-                        f"projector d={dim} tol=1e-7")
+    assert_close_report(
+        _projector(default.vectors),
+        _projector(exact.vectors),
+        1e-5,
+        0.0,
+        f"projector d={dim} tol=1e-7",
+    )
 
 
 def _known_gram(dim: int, rank: int, seed: int):
@@ -113,10 +124,12 @@ def test_partial_matches_known_eigenpairs_large_dim(dim):
     assert result.method == "partial"
     assert result.vectors.shape[1] == expected_rank
     truth = basis[:, :expected_rank]
-    assert_close_report(_projector(result.vectors), _projector(truth), 1e-8, 0.0,
-                        f"projector d={dim}")
-    assert_close_report(result.values[:expected_rank], values[:expected_rank], 0.0, 1e-10,
-                        f"eigenvalues d={dim}")
+    assert_close_report(
+        _projector(result.vectors), _projector(truth), 1e-8, 0.0, f"projector d={dim}"
+    )
+    assert_close_report(
+        result.values[:expected_rank], values[:expected_rank], 0.0, 1e-10, f"eigenvalues d={dim}"
+    )
 
 
 def test_exact_matches_known_eigenpairs():
@@ -124,8 +137,9 @@ def test_exact_matches_known_eigenpairs():
     result = class_eigh(gram, variance=0.99, count=3000, method="exact")
     count = result.vectors.shape[1]
     assert count == components_for_variance(values, float(values.sum()), 0.99, rank_cap=300)
-    assert_close_report(_projector(result.vectors), _projector(basis[:, :count]), 1e-10, 0.0,
-                        "projector")
+    assert_close_report(
+        _projector(result.vectors), _projector(basis[:, :count]), 1e-10, 0.0, "projector"
+    )
 
 
 def test_partial_on_rank_deficient_gram_is_exact():
@@ -139,23 +153,13 @@ def test_partial_on_rank_deficient_gram_is_exact():
     partial = class_eigh(gram, variance=0.95, count=20, method="partial")
     assert partial.method == "partial"
     assert partial.vectors.shape[1] == exact.vectors.shape[1]
-    assert_close_report(_projector(partial.vectors), _projector(exact.vectors), 1e-10, 0.0,
-                        "projector")
+    assert_close_report(
+        _projector(partial.vectors), _projector(exact.vectors), 1e-10, 0.0, "projector"
+    )
     count = exact.vectors.shape[1]
     assert_close_report(partial.values[:count], exact.values[:count], 0.0, 1e-10, "eigenvalues")
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG eigensolvers.py:169: the partial path returns ClassEigen(..., rank_cap=rank_bound) "
-        "with rank_bound = min(rows, d) although partial_eigh truncated to the numerical rank "
-        "(lines 129-131); for a whole-number variance above the numerical rank, "
-        "ClassSubspaces (subspace.py:70-71) then asks for min(t, rows) components and raises "
-        "ValueError 'class 0 needs 5 components ... only 3 were computed'. The exact path caps "
-        "rank_cap at the numerical rank (line 173) and returns 3."
-    ),
-    strict=True,
-)
 def test_partial_whole_number_variance_on_rank_deficient_class():
     from masc_fast import GramAccumulator
 
@@ -188,8 +192,9 @@ def test_exact_eigh_is_descending_and_nonnegative():
     values, vectors = exact_eigh(x.T @ x)
     assert bool((values[:-1] >= values[1:]).all())
     assert bool((values >= 0).all())
-    assert_close_report(vectors.T @ vectors, torch.eye(50, dtype=torch.float64), 1e-12, 0.0,
-                        "orthonormality")
+    assert_close_report(
+        vectors.T @ vectors, torch.eye(50, dtype=torch.float64), 1e-12, 0.0, "orthonormality"
+    )
 
 
 def test_class_eigh_unknown_method_raises():

@@ -66,8 +66,23 @@ def get_backend(name: str) -> ModuleType:
         raise ValueError(f"unknown backend {name!r}; expected one of {expected} or 'auto'")
     usable, reason = _availability(name)
     if not usable:
-        raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
+        raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}") from (
+            _import_error(name) or ImportError(reason)
+        )
     return _module(name)
+
+
+def _import_error(name: str) -> BaseException | None:
+    """The original exception that makes backend ``name`` unusable, when the adapter kept it."""
+    try:
+        module = _module(name)
+    except ImportError as error:
+        return error
+    for finder in ("_import_ext", "_import_kernels"):
+        found = getattr(module, finder, None)
+        if found is not None:
+            return found()[1]
+    return None
 
 
 @lru_cache(maxsize=None)

@@ -75,4 +75,6 @@ def subspace_scores(
         stored.copy_(block_scores)
         # argmax of the scores as returned (x's dtype), so ties resolve like every backend
         pred[start : start + block.shape[0]] = stored.masked_fill(absent, -torch.inf).argmax(dim=1)
+    if bool(absent.all()):
+        pred.fill_(-1)  # no class can be predicted (the contract of every backend)
     return scores, pred

@@ -1,0 +1,314 @@
+"""Every error path of masc_fast._validation, reached through the public API.
+
+Each test checks the exception type and that the message names what is wrong and where: the
+layer, the batch, the offending value or shape (STYLE habit 6).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from masc_fast import GramAccumulator, MASCClassifier, probe
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _batches(count=3, rows=6, *, nan_at=None, inf_at=None, y_true=False):
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for index in range(count):
+        x = torch.randn(rows, 5, generator=generator)
+        y = torch.arange(rows) % 3
+        if index == nan_at:
+            x[2, 1] = float("nan")
+        if index == inf_at:
+            x[4, 0] = float("inf")
+        batches.append((x, y, y.flip(0)) if y_true else (x, y))
+    return batches
+
+
+def _probe(train, evals=None, **kwargs):
+    return probe(_model(), train, evals, progress=False, **kwargs)
+
+
+@pytest.fixture
+def fitted():
+    accumulator = GramAccumulator(3, 4, layer="fc1")
+    accumulator.update(torch.randn(60, 4, dtype=torch.float64), torch.arange(60) % 3)
+    return accumulator.fit(0.9)
+
+
+# ---------------------------------------------------------------- non-finite activations
+
+
+def test_probe_nan_activation_names_layer_and_batch():
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'input', batch 1: activations contain NaN "
+        r"values in 1 of 6 rows \(first bad row 2\)",
+    ):
+        _probe(_batches(nan_at=1))
+
+
+def test_probe_nan_in_hidden_layer_names_that_layer():
+    # NaN in the input propagates through Linear and ReLU to the probed layer '2'.
+    with pytest.raises(ValueError, match=r"layer 'hidden', batch 1: activations contain NaN"):
+        _probe(_batches(nan_at=1), layers={"hidden": "2"})
+
+
+def test_probe_inf_activation_names_layer_and_batch():
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'input', batch 2: activations contain Inf "
+        r"values in 1 of 6 rows \(first bad row 4\)",
+    ):
+        _probe(_batches(inf_at=2))
+
+
+def test_probe_nan_in_evaluation_split_names_layer_and_batch():
+    with pytest.raises(ValueError, match=r"layer 'input', batch 2: activations contain NaN"):
+        _probe(_batches(), {"test": _batches(nan_at=2)}, layers=["input"])
+
+
+def test_accumulator_nan_names_layer_and_batch():
+    accumulator = GramAccumulator(2, 3, layer="fc1")
+    accumulator.update(torch.ones(2, 3), torch.tensor([0, 1]))
+    bad = torch.ones(4, 3)
+    bad[1, 2] = float("nan")
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'fc1', batch 1: activations contain NaN values "
+        r"in 1 of 4 rows \(first bad row 1\)",
+    ):
+        accumulator.update(bad, torch.tensor([0, 1, 0, 1]))
+
+
+def test_score_inf_names_layer(fitted):
+    x = torch.ones(3, 4, dtype=torch.float64)
+    x[2, 0] = -math.inf
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'fc1': activations contain Inf values in 1 of 3 "
+        r"rows \(first bad row 2\)",
+    ):
+        fitted.predict(x)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def test_probe_label_out_of_range_names_value_and_batch():
+    batches = _batches()
+    batches[1] = (batches[1][0], torch.tensor([0, 1, 2, 7, 0, 1]))
+    with pytest.raises(
+        ValueError, match=re.escape("batch 1: labels contain 7, outside [0, 3) (num_classes=3)")
+    ):
+        _probe(batches)
+
+
+def test_probe_negative_true_label_names_value():
+    batches = _batches(y_true=True)
+    x, y, _ = batches[2]
+    batches[2] = (x, y, torch.tensor([0, -1, 2, 1, 0, 1]))
+    with pytest.raises(
+        ValueError, match=re.escape("batch 2: true labels contain -1, outside [0, 3)")
+    ):
+        _probe(batches)
+
+
+def test_probe_evaluation_label_out_of_range():
+    test_batches = [(torch.randn(4, 5), torch.tensor([0, 3, 1, 2]))]
+    with pytest.raises(ValueError, match=re.escape("batch 0: labels contain 3, outside [0, 3)")):
+        _probe(_batches(), {"test": test_batches})
+
+
+@pytest.mark.parametrize("bad", [5, -2])
+def test_accumulator_label_out_of_range_names_value(bad):
+    accumulator = GramAccumulator(5, 3, layer="conv")
+    with pytest.raises(
+        ValueError, match=re.escape(f"layer 'conv', batch 0: labels contain {bad}, outside [0, 5)")
+    ):
+        accumulator.update(torch.ones(3, 3), torch.tensor([0, bad, 1]))
+
+
+def test_float_labels_raise_type_error():
+    with pytest.raises(TypeError, match=r"batch 0: labels must be integers, got torch.float32"):
+        GramAccumulator(2, 3).update(torch.ones(2, 3), torch.tensor([0.0, 1.0]))
+
+
+def test_bool_labels_raise_type_error():
+    with pytest.raises(TypeError, match=r"labels must be integers, got torch.bool"):
+        GramAccumulator(2, 3).update(torch.ones(2, 3), torch.tensor([True, False]))
+
+
+def test_two_dimensional_labels_raise():
+    with pytest.raises(ValueError, match=r"labels must be 1-D, got shape \(2, 1\)"):
+        GramAccumulator(2, 3).update(torch.ones(2, 3), torch.tensor([[0], [1]]))
+
+
+def test_label_count_mismatch_names_both_counts():
+    with pytest.raises(ValueError, match=r"labels have 3 entries but there are 2 rows"):
+        GramAccumulator(2, 3).update(torch.ones(2, 3), torch.tensor([0, 1, 1]))
+
+
+# ---------------------------------------------------------------- shapes and types
+
+
+def test_wrong_feature_count_names_shape(fitted):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("layer 'fc1': activations have 5 features, expected 4 (shape (2, 5))"),
+    ):
+        fitted.scores(torch.ones(2, 5, dtype=torch.float64))
+
+
+def test_accumulator_wrong_feature_count_names_batch():
+    accumulator = GramAccumulator(2, 3, layer="fc1")
+    accumulator.update(torch.ones(2, 3), torch.tensor([0, 1]))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "layer 'fc1', batch 1: activations have 4 features, expected 3 (shape (2, 4))"
+        ),
+    ):
+        accumulator.update(torch.ones(2, 4), torch.tensor([0, 1]))
+
+
+def test_three_dimensional_activations_to_accumulator():
+    with pytest.raises(
+        ValueError, match=re.escape("batch 0: activations must be 2-D (n, d), got shape (4, 2, 3)")
+    ):
+        GramAccumulator(2, 6).update(torch.ones(4, 2, 3), torch.tensor([0, 1, 0, 1]))
+
+
+def test_integer_activations_raise_type_error():
+    with pytest.raises(TypeError, match=r"activations must be floating point, got torch.int64"):
+        GramAccumulator(2, 3).update(torch.ones(2, 3, dtype=torch.int64), torch.tensor([0, 1]))
+
+
+def test_non_tensor_input_raises_type_error(fitted):
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor or numpy.ndarray, got list"):
+        fitted.predict([[1.0, 2.0, 3.0, 4.0]])
+    with pytest.raises(TypeError, match=r"y must be a torch.Tensor or numpy.ndarray, got list"):
+        GramAccumulator(2, 3).update(torch.ones(2, 3), [0, 1])
+
+
+def test_object_array_raises_type_error():
+    with pytest.raises(TypeError, match=r"x must be a numeric array, got an object array"):
+        GramAccumulator(2, 3).update(
+            np.array([[1.0, 2.0, None]] * 2, dtype=object), np.array([0, 1])
+        )
+
+
+# ---------------------------------------------------------------- variance
+
+
+@pytest.mark.parametrize(
+    ("variance", "message"),
+    [
+        (0, "variance must be > 0, got 0.0"),
+        (-0.5, "variance must be > 0, got -0.5"),
+        (float("nan"), "variance must be > 0, got nan"),
+        (float("inf"), "variance must be > 0, got inf"),
+        (1.5, "variance >= 1 means a number of components per class and must be whole, got 1.5"),
+    ],
+)
+def test_bad_variance_raises_value_error(variance, message, fitted):
+    accumulator = GramAccumulator(2, 3)
+    accumulator.update(torch.randn(10, 3), torch.arange(10) % 2)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        accumulator.fit(variance)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fitted.with_variance(variance)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _probe(_batches(), variance=variance)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MASCClassifier(variance=variance).fit(
+            np.random.default_rng(0).random((10, 3)), np.arange(10) % 2
+        )
+
+
+@pytest.mark.parametrize("variance", ["0.9", True, None])
+def test_non_number_variance_raises_type_error(variance):
+    with pytest.raises(TypeError, match=r"variance must be a number, got (str|bool|NoneType)"):
+        GramAccumulator(2, 3).fit(variance)
+
+
+# ---------------------------------------------------------------- probe inputs
+
+
+def test_probe_unknown_layer_names_it():
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'fc9': the model has no module named 'fc9' "
+        r"\(modules include: 0, 1, 2, 3",
+    ):
+        _probe(_batches(), layers=["input", "fc9"])
+
+
+def test_probe_unknown_layer_in_display_mapping_names_both():
+    with pytest.raises(ValueError, match=r"layer 'hidden': the model has no module named '7'"):
+        _probe(_batches(), layers={"hidden": "7"})
+
+
+def test_probe_one_tuple_batch_is_malformed():
+    batches = _batches()
+    batches[1] = (batches[1][0],)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "batch 1: expected a tuple (x, y) or (x, y, y_true), got tuple of length 1"
+        ),
+    ):
+        _probe(batches)
+
+
+def test_probe_bare_tensor_batch_is_malformed():
+    with pytest.raises(
+        ValueError,
+        match=re.escape("batch 0: expected a tuple (x, y) or (x, y, y_true), got Tensor"),
+    ):
+        _probe([torch.randn(4, 5)])
+
+
+def test_probe_malformed_evaluation_batch():
+    with pytest.raises(
+        ValueError, match=re.escape("batch 0: expected a tuple (x, y_true), got tuple of length 4")
+    ):
+        _probe(_batches(), {"test": [(torch.randn(2, 5),) * 4]})
+
+
+def test_probe_non_tensor_input_raises_type_error():
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor or numpy.ndarray, got list"):
+        _probe([([[0.0] * 5] * 2, torch.tensor([0, 1]))])
+
+
+def test_probe_float_labels_raise_type_error():
+    with pytest.raises(TypeError, match=r"batch 0: labels must be integers, got torch.float32"):
+        _probe([(torch.randn(2, 5), torch.tensor([0.0, 1.0]))])
+
+
+def test_probe_empty_loader_raises():
+    with pytest.raises(ValueError, match="the training loader yielded no batches"):
+        _probe([])
+
+
+# ---------------------------------------------------------------- constructor checks
+
+
+def test_accumulator_rejects_bad_sizes_and_dtype():
+    with pytest.raises(ValueError, match="num_classes and dim must be >= 1, got 0 and 3"):
+        GramAccumulator(0, 3)
+    with pytest.raises(
+        TypeError, match="accumulation dtype must be float32 or float64, got torch.float16"
+    ):
+        GramAccumulator(2, 3, dtype=torch.float16)
