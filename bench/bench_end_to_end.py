@@ -74,6 +74,7 @@ def bench_end_to_end(benchmark, shape, backend, peak_memory, record):
     n, dim, classes = SHAPES[shape]
     x_train, y_train, x_test, y_test = _data(shape)
     if backend == "reference":
+
         def run():
             return reference_fit_predict(x_train, y_train, x_test, classes)
     else:
@@ -94,8 +95,13 @@ def bench_end_to_end(benchmark, shape, backend, peak_memory, record):
     agreement = float((pred == _reference_predictions(shape)).mean())
     median = benchmark.stats.stats.median
     flops = 2 * n * dim * dim + 2 * N_TEST * dim * total_components
-    record(backend=backend, dtype="float32 in, float64 Gram",
-           shape=shape, components=total_components, agreement_with_reference=agreement,
-           test_accuracy=float((pred == y_test.numpy()).mean()),
-           rate=f"{flops / median / 1e9:.1f} GFLOP/s")
+    record(
+        backend=backend,
+        dtype="float32 in, float64 Gram",
+        shape=shape,
+        components=total_components,
+        agreement_with_reference=agreement,
+        test_accuracy=float((pred == y_test.numpy()).mean()),
+        rate=f"{flops / median / 1e9:.1f} GFLOP/s",
+    )
     assert agreement >= 0.999, f"{backend} agrees with the reference on only {agreement:.4%}"

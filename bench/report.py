@@ -42,9 +42,12 @@ def render(paths, command: str) -> str:
     ]
     for group, benches in groups.items():
         medians = {b["extra_info"].get("backend"): b["stats"]["median"] for b in benches}
-        lines += [f"### {group}", "",
-                  "| backend | median s | rate | peak MB | components | agreement | vs reference | vs torch |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {group}",
+            "",
+            "| backend | median s | rate | peak MB | components | agreement | vs reference | vs torch |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for bench in benches:
             extra, median = bench["extra_info"], bench["stats"]["median"]
             agreement = extra.get("agreement_with_reference")

@@ -42,7 +42,9 @@ def as_tensor(value, name: str, *, device: torch.device | str | None = None) -> 
             value = value.copy()
         tensor = torch.from_numpy(value)
     else:
-        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}"
+        )
     return tensor if device is None else tensor.to(device)
 
 

@@ -82,20 +82,24 @@ class GramAccumulator:
         self.layer = layer
         self.backend = select_backend(backend, self.device)
         self._ops = get_backend(self.backend)
-        self.gram = torch.zeros((self.num_classes, self.dim, self.dim), dtype=dtype, device=self.device)
+        self.gram = torch.zeros(
+            (self.num_classes, self.dim, self.dim), dtype=dtype, device=self.device
+        )
         self.counts = torch.zeros(self.num_classes, dtype=torch.int64)
         self.batches = 0
         self._staged: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._staged_rows = 0
-        self._flush_rows = max(1, min(_ROWS_PER_CLASS * self.num_classes,
-                                      _STAGING_BYTES // (4 * self.dim)))
+        self._flush_rows = max(
+            1, min(_ROWS_PER_CLASS * self.num_classes, _STAGING_BYTES // (4 * self.dim))
+        )
 
     def update(self, x, y) -> None:
         """Add a batch: ``x`` (n, d) float tensor/array, ``y`` (n,) integer labels."""
         batch = self.batches
         x = check_activations(as_tensor(x, "x"), layer=self.layer, batch=batch, dim=self.dim)
-        y = check_labels(as_tensor(y, "y"), self.num_classes, n=x.shape[0],
-                         layer=self.layer, batch=batch)
+        y = check_labels(
+            as_tensor(y, "y"), self.num_classes, n=x.shape[0], layer=self.layer, batch=batch
+        )
         self.batches += 1
         if x.shape[0] == 0:
             return
@@ -129,7 +133,9 @@ class GramAccumulator:
         self.batches += other.batches
         return self
 
-    def fit(self, variance: float = 0.99, *, method: str = "auto", tol: float = 1e-7) -> ClassSubspaces:
+    def fit(
+        self, variance: float = 0.99, *, method: str = "auto", tol: float = 1e-7
+    ) -> ClassSubspaces:
         """Eigendecompose every class Gram and keep the components the variance rule asks for.
 
         ``variance`` in (0, 1) is the explained-variance threshold t; a whole number >= 1 is a
@@ -147,9 +153,13 @@ class GramAccumulator:
                 reason = "no training rows" if count == 0 else f"only all-zero rows ({count})"
                 warnings.warn(
                     f"{where(self.layer)}class {label} has {reason}; it is left out and can "
-                    f"never be predicted", EmptyClassWarning, stacklevel=2)
+                    f"never be predicted",
+                    EmptyClassWarning,
+                    stacklevel=2,
+                )
                 eigens.append(None)
                 continue
             eigens.append(class_eigh(gram, variance=variance, count=count, method=method, tol=tol))
-        return ClassSubspaces(eigens, dim=self.dim, variance=variance, counts=self.counts.clone(),
-                              layer=self.layer)
+        return ClassSubspaces(
+            eigens, dim=self.dim, variance=variance, counts=self.counts.clone(), layer=self.layer
+        )

@@ -34,7 +34,9 @@ def _auto_layers(model: nn.Module) -> dict[str, str]:
     return chosen
 
 
-def resolve_layers(model: nn.Module, layers: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
+def resolve_layers(
+    model: nn.Module, layers: Sequence[str] | Mapping[str, str] | None
+) -> dict[str, str]:
     """``{display name: module name or "input"}`` for the layers to probe, in probe order."""
     if layers is None:
         layers = getattr(model, "masc_layers", None)
@@ -94,7 +96,9 @@ class ActivationTap:
         try:
             for display, module_name in self.layers.items():
                 if module_name != INPUT:
-                    self._handles.append(modules[module_name].register_forward_hook(self._hook(display)))
+                    self._handles.append(
+                        modules[module_name].register_forward_hook(self._hook(display))
+                    )
             yield self
         finally:
             for handle in self._handles:

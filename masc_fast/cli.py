@@ -25,8 +25,10 @@ def _demo(args: argparse.Namespace) -> int:
     summary = run_demo(args.output, config=config, progress=not args.no_progress)
     print("\nMASC on digits (best layer by test accuracy; gain = MASC / model test - 1)")
     print(format_summary(summary))
-    print(f"\nwrote {args.output}/summary.csv, probe_p*.csv and figure.png "
-          f"in {time.perf_counter() - started:.0f} s")
+    print(
+        f"\nwrote {args.output}/summary.csv, probe_p*.csv and figure.png "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 
@@ -69,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     env = commands.add_parser("env", help="versions and which backends can run, and why not")
     env.set_defaults(run=_env)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     return args.run(args)
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ._io import atomic_write_text
 from .corruption import corrupt_labels
 from .datasets import labelled_loader, load_digits_split
 from .models import MLP
 from .plotting import plot_probe_grid, save_figure
 from .probe import probe
-from .results import ProbeResult, atomic_write_text
+from .results import ProbeResult
 from .training import make_optimizer, train_until
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -35,17 +36,20 @@ class DemoConfig:
     """The demo's schedule.
 
     The authors train the MLP with SGD (lr 1e-3, momentum 0.9, batch 32, unshuffled) until it
-    fits the corrupted labels. To fit six models in well under three minutes on two CPU cores
-    the demo keeps SGD with momentum 0.9 and batch 32 but uses lr 0.01, shuffles every epoch
-    and caps training at ``max_epochs`` (measured: see README).
+    fits the corrupted labels. To train six models in under three minutes on two CPU cores the
+    demo keeps SGD with momentum 0.9 and the unshuffled order but uses lr 0.05 and batch 64, and
+    stops at 100 % running train accuracy or after ``max_epochs`` = 20 epochs. Clean labels
+    are fitted within the cap; shuffled ones only partly (the table prints the train accuracy
+    reached): a sweep on this machine found no SGD schedule that memorises fully random digits
+    labels in under ~60 epochs (about 0.8 s each).
     """
 
     corruptions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    learning_rate: float = 0.01
+    learning_rate: float = 0.05
     momentum: float = 0.9
-    batch_size: int = 32
-    max_epochs: int = 60
-    shuffle: bool = True
+    batch_size: int = 64
+    max_epochs: int = 20
+    shuffle: bool = False
     variance: float = 0.99
     seed: int = 0
 
@@ -58,24 +62,37 @@ def _train_and_probe(p: float, config: DemoConfig, data, progress: bool):
     optimizer = make_optimizer("sgd", model.parameters(), config.learning_rate, config.momentum)
     history = train_until(
         model,
-        labelled_loader(x_train, corrupted, batch_size=config.batch_size, shuffle=config.shuffle,
-                        seed=config.seed),
-        optimizer=optimizer, target_accuracy=1.0, max_epochs=config.max_epochs,
-        eval_loader=labelled_loader(x_test, y_test, batch_size=512), progress=progress,
+        labelled_loader(
+            x_train,
+            corrupted,
+            batch_size=config.batch_size,
+            shuffle=config.shuffle,
+            seed=config.seed,
+        ),
+        optimizer=optimizer,
+        target_accuracy=1.0,
+        max_epochs=config.max_epochs,
+        eval_loader=labelled_loader(x_test, y_test, batch_size=512),
+        progress=progress,
     )
     result = probe(
         model,
         labelled_loader(x_train, corrupted, y_train, batch_size=512),
         {"test": labelled_loader(x_test, y_test, batch_size=512)},
-        variance=config.variance, progress=progress,
+        variance=config.variance,
+        progress=progress,
     )
     return history, result
 
 
 def _summary_row(p: float, history, result: ProbeResult) -> dict:
     model_test = result.model("test", "true")
-    row = {"p": p, "epochs": history.epochs, "model_train": result.model("train", "corrupted"),
-           "model_test": model_test}
+    row = {
+        "p": p,
+        "epochs": history.epochs,
+        "model_train": result.model("train", "corrupted"),
+        "model_test": model_test,
+    }
     for fitted_on in ("corrupted", "true"):
         best = result.best_layer(split="test", subspaces=fitted_on, labels="true")
         row[f"masc_{fitted_on}"] = float(best["accuracy"])
@@ -84,8 +101,12 @@ def _summary_row(p: float, history, result: ProbeResult) -> dict:
     return row
 
 
-def run_demo(output_dir: str | Path = "masc_demo", *, config: DemoConfig = DemoConfig(),
-             progress: bool = True) -> pd.DataFrame:
+def run_demo(
+    output_dir: str | Path = "masc_demo",
+    *,
+    config: DemoConfig = DemoConfig(),
+    progress: bool = True,
+) -> pd.DataFrame:
     """Run the demo; returns the summary table and writes outputs under ``output_dir``.
 
     Files: ``summary.csv`` (Table-1 style), ``probe_p{p}.csv`` (every layer, split, label set),
@@ -111,16 +132,22 @@ def run_demo(output_dir: str | Path = "masc_demo", *, config: DemoConfig = DemoC
 
 def format_summary(summary: pd.DataFrame) -> str:
     """Table-1-style text: model test accuracy, best MASC layer and accuracy, gain."""
-    shown = pd.DataFrame({
-        "p": summary["p"].map("{:.1f}".format),
-        "epochs": summary["epochs"],
-        "model train": summary["model_train"].map("{:.4f}".format),
-        "model test": summary["model_test"].map("{:.4f}".format),
-        "MASC corrupted (layer)": [f"{a:.4f} ({layer})" for a, layer in
-                                   zip(summary["masc_corrupted"], summary["layer_corrupted"])],
-        "gain %": summary["gain_corrupted_%"].map("{:+.2f}".format),
-        "MASC true (layer)": [f"{a:.4f} ({layer})" for a, layer in
-                              zip(summary["masc_true"], summary["layer_true"])],
-        "gain % (true)": summary["gain_true_%"].map("{:+.2f}".format),
-    })
+    shown = pd.DataFrame(
+        {
+            "p": summary["p"].map("{:.1f}".format),
+            "epochs": summary["epochs"],
+            "model train": summary["model_train"].map("{:.4f}".format),
+            "model test": summary["model_test"].map("{:.4f}".format),
+            "MASC corrupted (layer)": [
+                f"{a:.4f} ({layer})"
+                for a, layer in zip(summary["masc_corrupted"], summary["layer_corrupted"])
+            ],
+            "gain %": summary["gain_corrupted_%"].map("{:+.2f}".format),
+            "MASC true (layer)": [
+                f"{a:.4f} ({layer})"
+                for a, layer in zip(summary["masc_true"], summary["layer_true"])
+            ],
+            "gain % (true)": summary["gain_true_%"].map("{:+.2f}".format),
+        }
+    )
     return shown.to_string(index=False)

@@ -51,7 +51,9 @@ class ClassEigen:
     method: str
 
 
-def components_for_variance(values: torch.Tensor, total: float, variance: float, rank_cap: int) -> int:
+def components_for_variance(
+    values: torch.Tensor, total: float, variance: float, rank_cap: int
+) -> int:
     """Number of leading components the paper keeps.
 
     ``variance < 1``: (number of cumulative explained-variance ratios <= t) + 1, the smallest
@@ -144,7 +146,9 @@ def partial_eigh(
             return None
         basis = _orthonormal(torch.cat([image, gram @ random_columns(grown - block)], dim=1))
         block = grown
-    logger.info("partial eigensolver did not converge in %d iterations; using exact eigh", _MAX_ITERATIONS)
+    logger.info(
+        "partial eigensolver did not converge in %d iterations; using exact eigh", _MAX_ITERATIONS
+    )
     return None
 
 

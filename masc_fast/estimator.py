@@ -12,8 +12,10 @@ from .accumulator import GramAccumulator
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
 except ImportError:  # pragma: no cover - older scikit-learn
+
     def _validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
+
 
 __all__ = ["MASCClassifier"]
 

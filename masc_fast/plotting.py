@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ._io import atomic_path  # noqa: E402
 
 __all__ = ["plot_probe_result", "plot_probe_grid", "save_figure"]
 
@@ -61,8 +62,9 @@ def plot_probe_result(result, *, title: str | None = None):
 def plot_probe_grid(results: Mapping[str, object], *, title: str | None = None):
     """Rows = runs (e.g. corruption degrees), columns = subspace sets, as in the paper's Fig. 2."""
     sets = ["corrupted", "true"]
-    figure, axes = plt.subplots(len(results), 2, figsize=(10, 2.8 * len(results)), squeeze=False,
-                                sharey=True)
+    figure, axes = plt.subplots(
+        len(results), 2, figsize=(10, 2.8 * len(results)), squeeze=False, sharey=True
+    )
     for row, (label, result) in enumerate(results.items()):
         for column, name in enumerate(sets):
             ax = axes[row][column]
@@ -78,16 +80,10 @@ def plot_probe_grid(results: Mapping[str, object], *, title: str | None = None):
 
 
 def save_figure(figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
-    """Save a figure atomically (temporary file, then rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    """Save a figure atomically and close it."""
     try:
-        figure.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=dpi)
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)

@@ -30,8 +30,10 @@ CORRUPTED, TRUE = "corrupted", "true"
 def _unpack(batch, index: int, *, train: bool):
     if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
         kind = "(x, y) or (x, y, y_true)" if train else "(x, y_true)"
-        raise ValueError(f"batch {index}: expected a tuple {kind}, got {type(batch).__name__}"
-                         + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+        raise ValueError(
+            f"batch {index}: expected a tuple {kind}, got {type(batch).__name__}"
+            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
     if train:
         return batch[0], batch[1], (batch[2] if len(batch) == 3 else None)
     return batch[0], batch[-1], None
@@ -136,20 +138,35 @@ def probe(
     try:
         with tap.attached():
             subspaces, model_counter, dims = _fit_pass(
-                tap, train_loader, num_classes, variance, device, backend_name, progress,
-                accumulate_dtype, eigensolver,
+                tap,
+                train_loader,
+                num_classes,
+                variance,
+                device,
+                backend_name,
+                progress,
+                accumulate_dtype,
+                eigensolver,
             )
             fitted = time.perf_counter()
             num_classes = next(iter(subspaces.values())).num_classes
             splits = {"train": train_loader, **dict(eval_loaders or {})}
-            scores, zero_rows = _score_passes(tap, splits, subspaces, num_classes, device,
-                                              backend_name, progress, model_counter)
+            scores, zero_rows = _score_passes(
+                tap, splits, subspaces, num_classes, device, backend_name, progress, model_counter
+            )
     finally:
         model.train(was_training)
     return ProbeResult.from_counts(
-        layers=list(selected), dims=dims, subspaces=subspaces, score_counter=scores,
-        zero_rows=zero_rows, model_counter=model_counter, backend=backend_name, variance=variance,
-        fit_seconds=fitted - started, score_seconds=time.perf_counter() - fitted,
+        layers=list(selected),
+        dims=dims,
+        subspaces=subspaces,
+        score_counter=scores,
+        zero_rows=zero_rows,
+        model_counter=model_counter,
+        backend=backend_name,
+        variance=variance,
+        fit_seconds=fitted - started,
+        score_seconds=time.perf_counter() - fitted,
     )
 
 
@@ -166,7 +183,9 @@ def _fit_pass(tap, loader, num_classes, variance, device, backend, progress, dty
             num_classes = output.shape[1]
         label_sets = {CORRUPTED: _labels(y, num_classes, output.shape[0], index, "labels", device)}
         if y_true is not None:
-            label_sets[TRUE] = _labels(y_true, num_classes, output.shape[0], index, "true labels", device)
+            label_sets[TRUE] = _labels(
+                y_true, num_classes, output.shape[0], index, "true labels", device
+            )
         if output.ndim == 2 and output.shape[1] == num_classes:
             predicted = output.argmax(dim=1)
             for name, labels in label_sets.items():
@@ -179,10 +198,18 @@ def _fit_pass(tap, loader, num_classes, variance, device, backend, progress, dty
                 key = (layer, name)
                 if key not in accumulators:
                     if index > 0:
-                        raise ValueError(f"{where(layer, index)}'{name}' labels appear only from "
-                                         f"this batch on; give every batch the same fields")
-                    accumulators[key] = GramAccumulator(num_classes, dims[layer], device=device,
-                                                        dtype=dtype, backend=backend, layer=layer)
+                        raise ValueError(
+                            f"{where(layer, index)}'{name}' labels appear only from "
+                            f"this batch on; give every batch the same fields"
+                        )
+                    accumulators[key] = GramAccumulator(
+                        num_classes,
+                        dims[layer],
+                        device=device,
+                        dtype=dtype,
+                        backend=backend,
+                        layer=layer,
+                    )
                 accumulators[key].update(act, labels)
     if not accumulators:
         raise ValueError("the training loader yielded no batches")
@@ -197,7 +224,9 @@ def _score_passes(tap, splits, subspaces, num_classes, device, backend, progress
     zero_rows: dict[tuple[str, str], int] = {}
     for split, loader in splits.items():
         is_train = split == "train"
-        for index, batch in enumerate(tqdm(loader, desc=f"probe: score {split}", disable=not progress)):
+        for index, batch in enumerate(
+            tqdm(loader, desc=f"probe: score {split}", disable=not progress)
+        ):
             x, y, y_true = _unpack(batch, index, train=is_train)
             output, activations = tap.forward(as_tensor(x, "x", device=device))
             n = output.shape[0]

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["ProbeResult", "atomic_write_text"]
+from ._io import atomic_write_text
 
-TABLE_COLUMNS = ["layer", "dim", "subspaces", "split", "labels", "accuracy", "n", "components",
-                 "zero_rows"]
+__all__ = ["ProbeResult"]
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and a rename, so no half file is left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+TABLE_COLUMNS = [
+    "layer",
+    "dim",
+    "subspaces",
+    "split",
+    "labels",
+    "accuracy",
+    "n",
+    "components",
+    "zero_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -61,25 +56,47 @@ class ProbeResult:
     score_seconds: float
 
     @classmethod
-    def from_counts(cls, *, layers, dims, subspaces, score_counter, zero_rows, model_counter,
-                    backend, variance, fit_seconds, score_seconds) -> ProbeResult:
+    def from_counts(
+        cls,
+        *,
+        layers,
+        dims,
+        subspaces,
+        score_counter,
+        zero_rows,
+        model_counter,
+        backend,
+        variance,
+        fit_seconds,
+        score_seconds,
+    ) -> ProbeResult:
         rows = []
         for (layer, fitted_on, split, labels), total in score_counter.total.items():
-            rows.append({
-                "layer": layer, "dim": dims[layer], "subspaces": fitted_on, "split": split,
-                "labels": labels,
-                "accuracy": score_counter.correct[(layer, fitted_on, split, labels)] / total,
-                "n": total,
-                "components": int(subspaces[(layer, fitted_on)].num_components.sum()),
-                "zero_rows": zero_rows.get((layer, split), 0),
-            })
+            rows.append(
+                {
+                    "layer": layer,
+                    "dim": dims[layer],
+                    "subspaces": fitted_on,
+                    "split": split,
+                    "labels": labels,
+                    "accuracy": score_counter.correct[(layer, fitted_on, split, labels)] / total,
+                    "n": total,
+                    "components": int(subspaces[(layer, fitted_on)].num_components.sum()),
+                    "zero_rows": zero_rows.get((layer, split), 0),
+                }
+            )
         order = {layer: i for i, layer in enumerate(layers)}
         table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
         table = table.sort_values(["subspaces", "split", "labels"], kind="stable")
         table = table.sort_values("layer", key=lambda col: col.map(order), kind="stable")
         component_rows = [
-            {"layer": layer, "subspaces": fitted_on, "class": label,
-             "components": int(rank), "train_rows": int(count)}
+            {
+                "layer": layer,
+                "subspaces": fitted_on,
+                "class": label,
+                "components": int(rank),
+                "train_rows": int(count),
+            }
             for (layer, fitted_on), fitted in subspaces.items()
             for label, (rank, count) in enumerate(zip(fitted.num_components, fitted.counts))
         ]
@@ -91,18 +108,25 @@ class ProbeResult:
             table=table.reset_index(drop=True),
             components=pd.DataFrame(component_rows),
             model_accuracy=pd.DataFrame(model_rows, columns=["split", "labels", "accuracy"]),
-            subspaces=dict(subspaces), layers=list(layers), backend=backend,
-            variance=variance, fit_seconds=fit_seconds, score_seconds=score_seconds,
+            subspaces=dict(subspaces),
+            layers=list(layers),
+            backend=backend,
+            variance=variance,
+            fit_seconds=fit_seconds,
+            score_seconds=score_seconds,
         )
 
-    def accuracy(self, layer: str, *, split: str = "test", subspaces: str = "corrupted",
-                 labels: str = "true") -> float:
+    def accuracy(
+        self, layer: str, *, split: str = "test", subspaces: str = "corrupted", labels: str = "true"
+    ) -> float:
         """MASC accuracy at one layer."""
         rows = self._select(split, subspaces, labels)
         match = rows[rows["layer"] == layer]
         if match.empty:
-            raise KeyError(f"no result for layer {layer!r}, split {split!r}, subspaces "
-                           f"{subspaces!r}, labels {labels!r}")
+            raise KeyError(
+                f"no result for layer {layer!r}, split {split!r}, subspaces "
+                f"{subspaces!r}, labels {labels!r}"
+            )
         return float(match["accuracy"].iloc[0])
 
     def model(self, split: str = "test", labels: str = "true") -> float:
@@ -113,8 +137,11 @@ class ProbeResult:
 
     def _select(self, split, subspaces, labels) -> pd.DataFrame:
         table = self.table
-        rows = table[(table["split"] == split) & (table["subspaces"] == subspaces)
-                     & (table["labels"] == labels)]
+        rows = table[
+            (table["split"] == split)
+            & (table["subspaces"] == subspaces)
+            & (table["labels"] == labels)
+        ]
         if rows.empty:
             raise KeyError(
                 f"no results for split={split!r}, subspaces={subspaces!r}, labels={labels!r}; "
@@ -123,8 +150,9 @@ class ProbeResult:
             )
         return rows
 
-    def best_layer(self, *, split: str = "test", subspaces: str = "corrupted",
-                   labels: str = "true") -> pd.Series:
+    def best_layer(
+        self, *, split: str = "test", subspaces: str = "corrupted", labels: str = "true"
+    ) -> pd.Series:
         """The row of the layer with the highest accuracy (first in layer order on ties)."""
         rows = self._select(split, subspaces, labels)
         return rows.loc[rows["accuracy"].idxmax()]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._io import atomic_path
 from ._validation import as_tensor, check_activations, check_variance
 from ._version import __version__
 from .eigensolvers import ClassEigen, components_for_variance
@@ -119,7 +118,9 @@ class ClassSubspaces:
             self._eigens, dim=self.dim, variance=variance, counts=self.counts, layer=self.layer
         )
 
-    def packed(self, dtype: torch.dtype, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def packed(
+        self, dtype: torch.dtype, device: torch.device | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Concatenated bases ``[U_1 … U_K]`` (d, R) and class offsets (K+1,), cached."""
         key = (dtype, str(device))
         if key not in self._packed:
@@ -162,8 +163,13 @@ class ClassSubspaces:
         from safetensors.torch import save_file
 
         tensors = {"counts": self.counts.contiguous()}
-        meta = {"dim": self.dim, "variance": self.variance, "layer": self.layer,
-                "version": __version__, "classes": []}
+        meta = {
+            "dim": self.dim,
+            "variance": self.variance,
+            "layer": self.layer,
+            "version": __version__,
+            "classes": [],
+        }
         for label, eigen in enumerate(self._eigens):
             if eigen is None:
                 meta["classes"].append(None)
@@ -173,15 +179,8 @@ class ClassSubspaces:
             meta["classes"].append(
                 {"total": eigen.total, "rank_cap": eigen.rank_cap, "method": eigen.method}
             )
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata={"masc_fast": json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: torch.device | str = "cpu") -> ClassSubspaces:
@@ -198,13 +197,19 @@ class ClassSubspaces:
                 if info is None:
                     eigens.append(None)
                     continue
-                eigens.append(ClassEigen(
-                    handle.get_tensor(f"values.{label}"), handle.get_tensor(f"vectors.{label}"),
-                    info["total"], info["rank_cap"], info["method"],
-                ))
+                eigens.append(
+                    ClassEigen(
+                        handle.get_tensor(f"values.{label}"),
+                        handle.get_tensor(f"vectors.{label}"),
+                        info["total"],
+                        info["rank_cap"],
+                        info["method"],
+                    )
+                )
             counts = handle.get_tensor("counts")
-        return cls(eigens, dim=meta["dim"], variance=meta["variance"], counts=counts,
-                   layer=meta["layer"])
+        return cls(
+            eigens, dim=meta["dim"], variance=meta["variance"], counts=counts, layer=meta["layer"]
+        )
 
     def __repr__(self) -> str:
         return (

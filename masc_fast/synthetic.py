@@ -39,7 +39,9 @@ def structured_classes(
     for label in range(num_classes):
         index = (labels == label).nonzero().flatten()
         basis = torch.linalg.qr(torch.randn(dim, rank, generator=generator, dtype=torch.float64)).Q
-        coefficients = torch.randn(len(index), rank, generator=generator, dtype=torch.float64) * scales
+        coefficients = (
+            torch.randn(len(index), rank, generator=generator, dtype=torch.float64) * scales
+        )
         noise_rows = sigma * torch.randn(len(index), dim, generator=generator, dtype=torch.float64)
         rows[index] = (coefficients @ basis.T + noise_rows).to(dtype)
     return rows, labels

@@ -35,8 +35,10 @@ def _trained_activations(data, p: float, hidden, epochs: int):
     torch.manual_seed(0)
     model = MLP(x_train.shape[1], 10, hidden=hidden)
     train_until(
-        model, labelled_loader(x_train, corrupted, batch_size=32, shuffle=True),
-        optimizer=make_optimizer("sgd", model.parameters(), 0.01), max_epochs=epochs,
+        model,
+        labelled_loader(x_train, corrupted, batch_size=32, shuffle=True),
+        optimizer=make_optimizer("sgd", model.parameters(), 0.01),
+        max_epochs=epochs,
         progress=False,
     )
     tap = ActivationTap(model.eval(), resolve_layers(model, None))
@@ -80,7 +82,9 @@ def _check_against_reference(activations, backend: str) -> list[str]:
                 agreement = float((pred == ref_pred).mean())
                 assert agreement >= AGREEMENT, f"{where}, {split}: agreement {agreement:.4%}"
                 gap = 100 * abs((pred == truth.numpy()).mean() - (ref_pred == truth.numpy()).mean())
-                assert gap <= ACCURACY_POINTS, f"{where}, {split}: accuracy differs by {gap:.3f} points"
+                assert gap <= ACCURACY_POINTS, (
+                    f"{where}, {split}: accuracy differs by {gap:.3f} points"
+                )
             checked.append(f"{layer}/{fitted_on}")
     return checked
 

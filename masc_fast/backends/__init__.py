@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 import torch
@@ -44,7 +44,7 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{_MODULES[name]}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _availability(name: str) -> tuple[bool, str]:
     try:
         module = _module(name)
@@ -85,7 +85,7 @@ def _import_error(name: str) -> BaseException | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _log_fallback_once(wanted: str, reason: str) -> None:
     logger.info("backend %r unavailable (%s); falling back to 'torch'", wanted, reason)
 

@@ -25,9 +25,7 @@ def subspace_scores(x, basis, offsets, *, block_rows=None):
     """NumPy float64 scores and predictions (``reference.subspace_scores_ref``)."""
     basis_np = basis.detach().cpu().double().numpy()
     bounds = offsets.tolist()
-    bases = [
-        basis_np[:, lo:hi] if hi > lo else None for lo, hi in zip(bounds[:-1], bounds[1:])
-    ]
+    bases = [basis_np[:, lo:hi] if hi > lo else None for lo, hi in zip(bounds[:-1], bounds[1:])]
     scores = reference.subspace_scores_ref(x, bases)
     pred = reference.predict_ref(x, bases)
     return (
