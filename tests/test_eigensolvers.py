@@ -174,16 +174,22 @@ def test_partial_whole_number_variance_on_rank_deficient_class():
     assert accumulator.fit(5, method="partial").num_components.tolist() == [3]
 
 
-def test_auto_picks_exact_up_to_1024():
+def test_auto_picks_exact_up_to_256():
     generator = torch.Generator().manual_seed(5)
-    x = torch.randn(30, 1024, generator=generator, dtype=torch.float64)
+    x = torch.randn(30, 256, generator=generator, dtype=torch.float64)
     assert class_eigh(x.T @ x, variance=0.9, count=30).method == "exact"
 
 
-def test_auto_picks_partial_above_1024_when_rank_is_small():
+def test_auto_picks_partial_above_256_when_rank_is_small():
     generator = torch.Generator().manual_seed(6)
-    x = torch.randn(30, 1025, generator=generator, dtype=torch.float64)
+    x = torch.randn(30, 257, generator=generator, dtype=torch.float64)
     assert class_eigh(x.T @ x, variance=0.9, count=30).method == "partial"
+
+
+def test_auto_falls_back_to_exact_when_many_components_are_needed():
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(2000, 300, generator=generator, dtype=torch.float64)  # isotropic: r ~ 0.99 d
+    assert class_eigh(x.T @ x, variance=0.99, count=2000).method == "exact"
 
 
 def test_exact_eigh_is_descending_and_nonnegative():

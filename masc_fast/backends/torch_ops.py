@@ -22,17 +22,21 @@ def default_block_rows(total_components: int, itemsize: int) -> int:
 def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
     """Add ``X_kᵀ X_k`` to ``gram[k]`` for every class k present in ``y`` (in place).
 
-    Rows are sorted by class once, so each class costs one GEMM on a contiguous slice,
-    computed in ``gram.dtype``.
+    Rows are sorted by class once, so each class costs one GEMM on a contiguous slice. The
+    product is computed in ``x.dtype`` and added into ``gram.dtype`` (float32 rows: a float32
+    GEMM over this call's rows, summed into the float64 Gram across calls).
     """
     counts = torch.bincount(y, minlength=gram.shape[0]).tolist()
     order = torch.argsort(y, stable=True)
-    rows = x.index_select(0, order).to(gram.dtype)
+    rows = x.index_select(0, order)
     start = 0
     for label, count in enumerate(counts):
         if count:
             chunk = rows[start : start + count]
-            gram[label].addmm_(chunk.T, chunk)
+            if chunk.dtype == gram.dtype:
+                gram[label].addmm_(chunk.T, chunk)
+            else:
+                gram[label] += (chunk.T @ chunk).to(gram.dtype)
             start += count
 
 
