@@ -1,7 +1,7 @@
 """Turn pytest-benchmark JSON into bench/RESULTS.md tables (ratios from the same run).
 
 Usage: python bench/report.py RUN.json [RUN2.json ...] --command "..." > bench/RESULTS.md
-Each group becomes a table: backend, median time, rate, peak memory, agreement with the
+A group found in several files is taken whole from the last one. Each group becomes a table: backend, median time, rate, peak memory, agreement with the
 reference, and the speed-up over the reference and over torch measured in that same run.
 """
 
@@ -12,24 +12,23 @@ import json
 from collections import defaultdict
 
 
-def _rows(paths):
-    for path in paths:
-        with open(path) as handle:
-            run = json.load(handle)
-        for bench in run["benchmarks"]:
-            yield run, bench
-
-
 def _ratio(base: float | None, value: float) -> str:
     return f"{base / value:.1f}×" if base else "–"
 
 
 def render(paths, command: str) -> str:
     groups: dict[str, list] = defaultdict(list)
+    source: dict[str, str] = {}
     header = None
-    for run, bench in _rows(paths):
+    for path in paths:  # a group measured again in a later file replaces the earlier run
+        with open(path) as handle:
+            run = json.load(handle)
         header = header or run
-        groups[bench["group"]].append(bench)
+        for bench in run["benchmarks"]:
+            if source.get(bench["group"]) != path:
+                groups[bench["group"]] = []
+                source[bench["group"]] = path
+            groups[bench["group"]].append(bench)
     info = header["machine_info"]
     first = groups[next(iter(groups))][0]["extra_info"] if groups else {}
     lines = [
