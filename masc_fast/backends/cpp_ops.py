@@ -127,27 +127,15 @@ def subspace_scores(
     if block_rows is not None and block_rows < 1:
         raise ValueError(f"cpp backend: block_rows must be >= 1, got {block_rows}")
 
-    n = x.shape[0]
-    num_classes = offsets.shape[0] - 1
-    if block_rows is None:
-        block_rows = torch_ops.default_block_rows(basis.shape[1], x.element_size())
-    scores = torch.empty((n, num_classes), dtype=x.dtype)
-    pred = torch.empty(n, dtype=torch.int64)
     offsets_np = offsets.contiguous().numpy()
-    with torch.no_grad():
-        basis = basis.contiguous()
-        for start in range(0, n, block_rows):
-            stop = min(start + block_rows, n)
-            block = x[start:stop]
-            proj = (block @ basis).contiguous()
-            # ‖x‖² in float64, then cast: the C++ side divides in double either way.
-            sq_norms = block.double().square().sum(dim=1).to(x.dtype).contiguous()
-            block_scores, block_pred = ext.projection_scores(
-                proj.numpy(), offsets_np, sq_norms.numpy()
-            )
-            scores[start:stop] = torch.from_numpy(block_scores)
-            pred[start:stop] = torch.from_numpy(block_pred)
-    return scores, pred
+
+    def epilogue(proj: torch.Tensor, sq_norms: torch.Tensor):
+        scores, pred = ext.projection_scores(
+            proj.contiguous().numpy(), offsets_np, sq_norms.contiguous().numpy()
+        )
+        return torch.from_numpy(scores), torch.from_numpy(pred)
+
+    return torch_ops.blocked_projection_scores(x, basis, offsets, epilogue, block_rows)
 
 
 def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gram_update", "subspace_scores", "default_block_rows"]
+__all__ = ["blocked_projection_scores", "default_block_rows", "gram_update", "subspace_scores"]
 
 # One block's projection (rows × R) is kept near this size so memory stays O(block × R).
 _BLOCK_BYTES = 32 * 2**20
@@ -17,6 +17,27 @@ _BLOCK_BYTES = 32 * 2**20
 def default_block_rows(total_components: int, itemsize: int) -> int:
     """Rows per scoring block so that one block's ``rows × R`` projection is about 32 MiB."""
     return max(1, min(65536, _BLOCK_BYTES // max(1, total_components * itemsize)))
+
+
+def blocked_projection_scores(x, basis, offsets, epilogue, block_rows=None):
+    """Score ``x`` block by block: ``proj = x_blk @ basis`` (torch GEMM), then
+    ``epilogue(proj, sq_norms) -> (scores, pred)`` on the block.
+
+    The loop shared by the backends whose own kernel is the epilogue (cpp, triton); extra
+    memory is one block's (rows, R) projection. ‖x‖² is summed in float64, then cast to x's dtype.
+    """
+    n, num_classes = x.shape[0], offsets.shape[0] - 1
+    block_rows = block_rows or default_block_rows(basis.shape[1], x.element_size())
+    scores = torch.empty((n, num_classes), dtype=x.dtype, device=x.device)
+    pred = torch.empty(n, dtype=torch.int64, device=x.device)
+    with torch.no_grad():
+        basis = basis.contiguous()
+        for start in range(0, n, block_rows):
+            block = x[start : start + block_rows]
+            sq_norms = block.double().square().sum(dim=1).to(x.dtype)
+            stop = start + block.shape[0]
+            scores[start:stop], pred[start:stop] = epilogue(block @ basis, sq_norms)
+    return scores, pred
 
 
 def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -159,25 +159,12 @@ def subspace_scores(
     if block_rows is not None and block_rows < 1:
         raise ValueError(f"triton backend: block_rows must be >= 1, got {block_rows}")
 
-    n = x.shape[0]
-    num_classes = offsets.shape[0] - 1
-    if block_rows is None:
-        block_rows = torch_ops.default_block_rows(basis.shape[1], x.element_size())
-    scores = torch.empty((n, num_classes), dtype=x.dtype, device=x.device)
-    pred = torch.empty(n, dtype=torch.int64, device=x.device)
     offsets = offsets.to(device=x.device).contiguous()
-    with torch.no_grad():
-        basis = basis.contiguous()
-        for start in range(0, n, block_rows):
-            stop = min(start + block_rows, n)
-            block = x[start:stop]
-            proj = block @ basis
-            # ‖x‖² in float64, then cast: the kernel divides in float64 either way.
-            sq_norms = block.double().square().sum(dim=1).to(x.dtype)
-            scores[start:stop], pred[start:stop] = kernels.projection_scores(
-                proj, offsets, sq_norms
-            )
-    return scores, pred
+
+    def epilogue(proj: torch.Tensor, sq_norms: torch.Tensor):
+        return kernels.projection_scores(proj, offsets, sq_norms)
+
+    return torch_ops.blocked_projection_scores(x, basis, offsets, epilogue, block_rows)
 
 
 def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
