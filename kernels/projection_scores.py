@@ -79,7 +79,7 @@ def _projection_scores_kernel(
     # other=0: padding rows take the zero-norm branch (score 0) and are never stored.
     sq_norms = tl.load(sq_norms_ptr + rows, mask=row_mask, other=0.0).to(tl.float64)
     is_positive = sq_norms > 0.0
-    # A placeholder denominator of 1 keeps the unused branch of the where() finite.
+    # A stand-in denominator of 1 keeps the unused branch of the where() finite.
     denominators = tl.where(is_positive, sq_norms, 1.0)
 
     out_dtype = scores_ptr.dtype.element_ty
