@@ -127,12 +127,12 @@ def _model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, loader, device: torch.device) -> float:
-    """Eval-mode accuracy of ``model`` on the labels ``loader`` yields (``batch[1]``)."""
+    """Eval-mode accuracy against each batch's last element (``y``, or ``y_true`` if present)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
     total = 0
     for batch in loader:
-        inputs, labels = batch[0].to(device), batch[1].to(device)
+        inputs, labels = batch[0].to(device), batch[-1].to(device)
         correct += (model(inputs).argmax(dim=1) == labels).sum()
         total += labels.shape[0]
     if total == 0:
@@ -176,8 +176,9 @@ def train_until(
     max_epochs : int, default 500
         Epoch cap.
     eval_loader : iterable of tuples, optional
-        Evaluation batches; accuracy is measured against ``batch[1]`` (pass the true test
-        labels there).
+        Evaluation batches ``(x, y)`` or ``(x, y, y_true)``; accuracy is measured against the
+        last element, so against ``y_true`` when it is there (the convention of the probe's
+        scoring splits).
     device : torch.device or str, optional
         Where batches are moved; defaults to the device of the model's parameters. The model
         itself is not moved.

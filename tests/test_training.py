@@ -116,6 +116,22 @@ def test_train_until_trains_on_loader_labels_not_true_labels():
     assert history.test_accuracy[-1] == 0.0  # it learnt the flipped labels
 
 
+def test_train_until_evaluates_against_true_labels_when_given():
+    x, y = _tiny_problem()
+    flipped = (y + 1) % 3
+    model = _model()
+    history = train_until(
+        model,
+        labelled_loader(x, flipped, batch_size=16),
+        optimizer=make_optimizer("sgd", model.parameters(), lr=0.05),
+        max_epochs=200,
+        eval_loader=labelled_loader(x, flipped, y, batch_size=32),
+        progress=False,
+    )
+    assert history.reached_target
+    assert history.test_accuracy[-1] == 0.0  # scored against y_true, not the flipped y
+
+
 def test_train_until_restores_mode_and_counts_running_accuracy():
     x, y = _tiny_problem(n=10)
     model = _model()
