@@ -80,26 +80,20 @@ def subspace_scores(
     Prediction: the largest score among present classes, lowest index on ties.
     Energies are summed in float64 whatever the GEMM dtype.
     """
-    n, num_classes = x.shape[0], len(offsets) - 1
-    device = x.device
+    num_classes, device = len(offsets) - 1, x.device
     segment_ids = _segment_ids(offsets, device)
     absent = (offsets[1:] == offsets[:-1]).to(device)
-    scores = torch.empty((n, num_classes), dtype=x.dtype, device=device)
-    pred = torch.empty(n, dtype=torch.int64, device=device)
-    block_rows = block_rows or default_block_rows(basis.shape[1], x.element_size())
-    for start in range(0, n, block_rows):
-        block = x[start : start + block_rows]
-        proj = (block @ basis).double().square_()
-        energy = torch.zeros((block.shape[0], num_classes), dtype=torch.float64, device=device)
-        energy.index_add_(1, segment_ids, proj)
-        sq_norms = block.double().square().sum(dim=1, keepdim=True)
-        block_scores = torch.where(
-            sq_norms > 0, energy / sq_norms.clamp_min(torch.finfo(torch.float64).tiny), 0.0
-        ).clamp_(max=1.0)
-        stored = scores[start : start + block.shape[0]]
-        stored.copy_(block_scores)
+
+    def epilogue(proj: torch.Tensor, sq_norms: torch.Tensor):
+        energy = torch.zeros((proj.shape[0], num_classes), dtype=torch.float64, device=device)
+        energy.index_add_(1, segment_ids, proj.double().square_())
+        sq = sq_norms.double().unsqueeze(1)
+        scores = torch.where(sq > 0, energy / sq.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+        scores = scores.clamp_(max=1.0).to(x.dtype)
         # argmax of the scores as returned (x's dtype), so ties resolve like every backend
-        pred[start : start + block.shape[0]] = stored.masked_fill(absent, -torch.inf).argmax(dim=1)
+        return scores, scores.masked_fill(absent, -torch.inf).argmax(dim=1)
+
+    scores, pred = blocked_projection_scores(x, basis, offsets, epilogue, block_rows)
     if bool(absent.all()):
         pred.fill_(-1)  # no class can be predicted (the contract of every backend)
     return scores, pred
