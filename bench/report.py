@@ -16,6 +16,12 @@ def _ratio(base: float | None, value: float) -> str:
     return f"{base / value:.1f}×" if base else "–"
 
 
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0%}" if key.startswith("fraction") else str(value)
+
+
 def render(paths, command: str) -> str:
     groups: dict[str, list] = defaultdict(list)
     source: dict[str, str] = {}
@@ -41,18 +47,30 @@ def render(paths, command: str) -> str:
     ]
     for group, benches in groups.items():
         medians = {b["extra_info"].get("backend"): b["stats"]["median"] for b in benches}
+        # Columns only some benchmarks record (GPU runs), shown where a group has them.
+        optional = [
+            (key, title)
+            for key, title in (
+                ("cuda_peak_memory_mb", "peak GPU MB"),
+                ("fraction_of_gemm_ceiling", "of GEMM ceiling"),
+            )
+            if any(b["extra_info"].get(key) is not None for b in benches)
+        ]
+        titles = "".join(f" {title} |" for _, title in optional)
         lines += [
             f"### {group}",
             "",
-            "| backend | median s | rate | peak MB | components | agreement | vs reference | vs torch |",
-            "|---|---|---|---|---|---|---|---|",
+            "| backend | median s | rate | peak MB |" + titles + " components | agreement | "
+            "vs reference | vs torch |",
+            "|---|---|---|---|" + "---|" * len(optional) + "---|---|---|---|",
         ]
         for bench in benches:
             extra, median = bench["extra_info"], bench["stats"]["median"]
             agreement = extra.get("agreement_with_reference")
+            cells = "".join(f" {_cell(key, extra.get(key))} |" for key, _ in optional)
             lines.append(
                 f"| {extra.get('backend')} | {median:.3f} | {extra.get('rate', '–')} | "
-                f"{extra.get('peak_memory_mb', '–')} | {extra.get('components', '–')} | "
+                f"{extra.get('peak_memory_mb', '–')} |{cells} {extra.get('components', '–')} | "
                 f"{'–' if agreement is None else f'{agreement:.4%}'} | "
                 f"{_ratio(medians.get('reference'), median)} | {_ratio(medians.get('torch'), median)} |"
             )

@@ -4,6 +4,7 @@ Importing this package imports triton; only the adapter ``masc_fast.backends.tri
 imports it, lazily, so ``import masc_fast`` never needs triton.
 """
 
-from .projection_scores import projection_scores
+from ._utils import PRECISIONS, FusedBlocks
+from .subspace_scores import subspace_scores
 
-__all__ = ["projection_scores"]
+__all__ = ["PRECISIONS", "FusedBlocks", "subspace_scores"]

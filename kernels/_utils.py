@@ -1,34 +1,65 @@
-"""Block-size heuristics and dtype lists shared by the Triton launchers."""
+"""Block sizes, precision names and dtype lists shared by the Triton launchers."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
 
-__all__ = ["FLOAT_DTYPES", "NUM_WARPS", "projection_blocks"]
+__all__ = ["FLOAT_DTYPES", "PRECISIONS", "FusedBlocks", "epilogue_blocks", "fused_blocks"]
 
-# Scores are stored in the input dtype; half types are refused because the GEMM feeding the
-# epilogue would already have lost more than the float32 score tolerance.
+# Scores are stored in the input dtype; half inputs are refused (the "bf16" precision mode rounds
+# float32 tiles in registers instead, so ||x||^2 and the scores keep float32 range and rounding).
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
-# Tile sizes for projection_scores. Not yet timed on a GPU (the sweep comes with the fused-kernel
-# issue and goes to bench/RESULTS.md); chosen from the sm_90 resource usage of the compiled
-# kernel (triton 3.9, `cuobjdump --dump-resource-usage`): with 4 warps a tile of 512 values
-# (4 per thread) needs 78-90 registers and no stack for every (BLOCK_N, BLOCK_R) from (128, 4)
-# to (16, 32), float32 and float64, while 1024-value tiles need 164-250 and 4096-value tiles
-# spill. The per-row running state is replicated across the threads that share a row, so it is
-# the tile size, not BLOCK_R alone, that sets register pressure.
-NUM_WARPS = 4
-_TILE_ELEMENTS = 512
-# BLOCK_R in [4, 32] keeps BLOCK_N in [16, 128]: at most 128 rows per program leaves a
-# 65536-row scoring block 512 programs (about 4 per H100 SM); at 32 columns one warp spans the
-# chunk, and longer segments simply take more iterations.
-_MIN_BLOCK_R = 4
-_MAX_BLOCK_R = 32
+# "fp32": tl.dot with input_precision="ieee" (exact float32 products); "tf32", "tf32x3": the
+# tensor-core modes of the same name; "bf16": both tiles rounded to bfloat16, float32 sums.
+PRECISIONS = ("fp32", "tf32", "tf32x3", "bf16")
 
 
-def projection_blocks(longest_segment: int) -> tuple[int, int]:
-    """``(BLOCK_N, BLOCK_R)`` for projection_scores: BLOCK_R covers the longest class segment
-    (power of two in [4, 32]); BLOCK_N = 512 // BLOCK_R rows (16 to 128)."""
-    block_r = min(_MAX_BLOCK_R, max(_MIN_BLOCK_R, triton.next_power_of_2(max(1, longest_segment))))
-    return _TILE_ELEMENTS // block_r, block_r
+@dataclass(frozen=True)
+class FusedBlocks:
+    """Tile shape and launch options of ``_class_energies_kernel``."""
+
+    block_m: int
+    block_r: int
+    block_d: int
+    group_m: int = 8
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+# Provisional (no GPU has been lent yet; the sweep goes to bench/RESULTS.md when one is). They
+# are the shapes of Triton's matmul tutorial that suit each input type on sm_80/sm_90: 128x64
+# tiles with BLOCK_D=32 for tensor-core float32 modes (acc: 64 float32 registers per thread at 4
+# warps; 3 stages of float32 A and B tiles need 72 KiB of shared memory), half the rows for the
+# "ieee" float32 path, which runs on the FMA units, and 64x32x16 for float64.
+_CUDA_BLOCKS = {
+    "fp32": FusedBlocks(64, 64, 32),
+    "tf32": FusedBlocks(128, 64, 32),
+    "tf32x3": FusedBlocks(128, 64, 32),
+    "bf16": FusedBlocks(128, 64, 32),
+    "float64": FusedBlocks(64, 32, 16, num_stages=2),
+}
+# The interpreter runs each program as NumPy calls, so a few large tiles are fastest; 32 keeps
+# the small test shapes spanning several tiles in every direction. tl.dot needs >= 16.
+_INTERPRETER_BLOCKS = FusedBlocks(32, 32, 32, group_m=2)
+
+# The epilogue holds a BLOCK_M x BLOCK_K tile of float64 energies: 2048 values over 4 warps are
+# 16 per thread.
+_EPILOGUE_ELEMENTS = 2048
+_EPILOGUE_BLOCK_D = 64
+
+
+def fused_blocks(precision: str, dtype: torch.dtype, device: torch.device) -> FusedBlocks:
+    """Tile shape for the energies kernel: per precision on CUDA, one shape when interpreted."""
+    if device.type != "cuda":
+        return _INTERPRETER_BLOCKS
+    return _CUDA_BLOCKS["float64" if dtype == torch.float64 else precision]
+
+
+def epilogue_blocks(num_classes: int) -> tuple[int, int, int]:
+    """``(BLOCK_M, BLOCK_K, BLOCK_D)`` for the scores epilogue: all K classes in one tile."""
+    block_k = triton.next_power_of_2(max(1, num_classes))
+    return max(1, _EPILOGUE_ELEMENTS // block_k), block_k, _EPILOGUE_BLOCK_D

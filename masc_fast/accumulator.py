@@ -16,6 +16,7 @@ import torch
 from ._validation import as_tensor, check_activations, check_labels, check_variance, where
 from .backends import get_backend, select_backend
 from .eigensolvers import ClassEigen, class_eigh
+from .eigensolvers_batched import class_eigh_batched
 from .subspace import ClassSubspaces
 
 __all__ = ["EmptyClassWarning", "GramAccumulator"]
@@ -144,22 +145,32 @@ class GramAccumulator:
         return self
 
     def fit(
-        self, variance: float = 0.99, *, method: str = "auto", tol: float = 1e-7
+        self,
+        variance: float = 0.99,
+        *,
+        method: str = "auto",
+        tol: float = 1e-7,
+        batched: bool | None = None,
     ) -> ClassSubspaces:
         """Eigendecompose every class Gram and keep the components the variance rule asks for.
 
         ``variance`` in (0, 1) is the explained-variance threshold t; a whole number >= 1 is a
         fixed number of components per class. ``method`` chooses the eigensolver ("auto",
-        "exact", "partial"; see :mod:`masc_fast.eigensolvers`). Classes without rows, or
-        whose rows are all zero, are left out with a warning.
+        "exact", "partial"; see :mod:`masc_fast.eigensolvers`). ``batched``: solve the classes
+        the rule sends to the partial solver all at once
+        (:func:`~masc_fast.eigensolvers.class_eigh_batched`; exact eigh for any it gives up
+        on); ``None`` (default) batches when the Grams are on CUDA, where K small per-class
+        solves would each launch their own kernels. Same components either way, up to ``tol``.
+        Classes without rows, or whose rows are all zero, are left out with a warning.
         """
         variance = check_variance(variance)
         self.flush()
-        eigens: list[ClassEigen | None] = []
+        if batched is None:
+            batched = self.device.type == "cuda"
+        usable = []  # rows per class, 0 for the classes left out
         for label in range(self.num_classes):
             count = int(self.counts[label])
-            gram = self.gram[label]
-            if count == 0 or not bool(torch.diagonal(gram).any()):
+            if count == 0 or not bool(torch.diagonal(self.gram[label]).any()):
                 reason = "no training rows" if count == 0 else f"only all-zero rows ({count})"
                 warnings.warn(
                     f"{where(self.layer)}class {label} has {reason}; it is left out and can "
@@ -167,9 +178,20 @@ class GramAccumulator:
                     EmptyClassWarning,
                     stacklevel=2,
                 )
-                eigens.append(None)
-                continue
-            eigens.append(class_eigh(gram, variance=variance, count=count, method=method, tol=tol))
+                count = 0
+            usable.append(count)
+        eigens: list[ClassEigen | None]
+        if batched:
+            eigens = class_eigh_batched(
+                self.gram, variance=variance, counts=usable, method=method, tol=tol
+            )
+        else:
+            eigens = [
+                class_eigh(gram, variance=variance, count=count, method=method, tol=tol)
+                if count
+                else None
+                for gram, count in zip(self.gram, usable)
+            ]
         return ClassSubspaces(
             eigens, dim=self.dim, variance=variance, counts=self.counts.clone(), layer=self.layer
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from .accumulator import GramAccumulator
 from .activations import ActivationTap, resolve_layers
 from .backends import select_backend
 from .results import ProbeResult
+from .scoring import PRECISIONS
 
 __all__ = ["probe"]
 
@@ -76,6 +78,7 @@ def probe(
     progress: bool = True,
     accumulate_dtype: torch.dtype = torch.float64,
     eigensolver: str = "auto",
+    precision: str = "fp32",
 ) -> ProbeResult:
     """Fit MASC subspaces at every probed layer of ``model`` and score them on every split.
 
@@ -105,6 +108,9 @@ def probe(
         Gram accumulation dtype.
     eigensolver : {"auto", "exact", "partial"}
         See :mod:`masc_fast.eigensolvers`.
+    precision : {"fp32", "tf32", "tf32x3", "bf16"}
+        Products of the scoring GEMM (:data:`masc_fast.scoring.PRECISIONS`); the reduced modes
+        are for GPUs (triton, torch backends).
 
     Returns
     -------
@@ -128,6 +134,8 @@ def probe(
     >>> result.best_layer(split="test")  # doctest: +SKIP
     """
     variance = check_variance(variance)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device) if device is not None else _model_device(model)
     backend_name = select_backend(backend, device)
     selected = resolve_layers(model, layers)
@@ -151,8 +159,9 @@ def probe(
             fitted = time.perf_counter()
             num_classes = next(iter(subspaces.values())).num_classes
             splits = {"train": train_loader, **dict(eval_loaders or {})}
+            scoring = _Scoring(backend_name, precision)
             scores, zero_rows = _score_passes(
-                tap, splits, subspaces, num_classes, device, backend_name, progress, model_counter
+                tap, splits, subspaces, num_classes, device, scoring, progress, model_counter
             )
     finally:
         model.train(was_training)
@@ -219,7 +228,13 @@ def _fit_pass(tap, loader, num_classes, variance, device, backend, progress, dty
     return subspaces, model_counter, dims
 
 
-def _score_passes(tap, splits, subspaces, num_classes, device, backend, progress, model_counter):
+@dataclass(frozen=True)
+class _Scoring:
+    backend: str
+    precision: str
+
+
+def _score_passes(tap, splits, subspaces, num_classes, device, scoring, progress, model_counter):
     counter = _Counter()
     zero_rows: dict[tuple[str, str], int] = {}
     for split, loader in splits.items():
@@ -242,7 +257,12 @@ def _score_passes(tap, splits, subspaces, num_classes, device, backend, progress
                 zero = int((~act.any(dim=1)).sum())
                 zero_rows[(layer, split)] = zero_rows.get((layer, split), 0) + zero
             for (layer, fitted_on), fitted in subspaces.items():
-                result = fitted.score(activations[layer], backend=backend, batch=index)
+                result = fitted.score(
+                    activations[layer],
+                    backend=scoring.backend,
+                    batch=index,
+                    precision=scoring.precision,
+                )
                 for name, labels in label_sets.items():
                     counter.add((layer, fitted_on, split, name), result.pred, labels)
     return counter, zero_rows

@@ -12,7 +12,12 @@ import torch
 
 from .backends import get_backend, select_backend
 
-__all__ = ["ScoreResult", "score_rows", "scores_to_angles", "compute_dtype"]
+__all__ = ["PRECISIONS", "ScoreResult", "score_rows", "scores_to_angles", "compute_dtype"]
+
+# Precision of the scoring GEMM's products for float32 rows: "fp32" exact (the default);
+# "tf32", "tf32x3" and "bf16" are GPU tensor-core modes (triton backend; torch where the
+# device has them). Their agreement with float64 is in bench/RESULTS.md.
+PRECISIONS = ("fp32", "tf32", "tf32x3", "bf16")
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,16 @@ def score_rows(
     offsets: torch.Tensor,
     *,
     backend: str | None = "auto",
+    precision: str = "fp32",
 ) -> ScoreResult:
     """Scores and predictions of validated rows ``x`` (n, d) against packed bases (d, R)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     name = select_backend(backend, x.device)
     ops = get_backend(name)
     x = x.contiguous()
-    scores, pred = ops.subspace_scores(x, basis.to(device=x.device, dtype=x.dtype), offsets)
+    basis = basis.to(device=x.device, dtype=x.dtype)
+    scores, pred = ops.subspace_scores(x, basis, offsets, precision=precision)
     return ScoreResult(scores, pred, name)
 
 

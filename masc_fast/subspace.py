@@ -136,26 +136,38 @@ class ClassSubspaces:
         return self._packed[key]
 
     # ----------------------------------------------------------------- scoring
-    def score(self, x, *, backend: str | None = "auto", batch: int | None = None) -> ScoreResult:
-        """Validated scores, predictions and the backend that ran, as torch tensors."""
+    def score(
+        self,
+        x,
+        *,
+        backend: str | None = "auto",
+        batch: int | None = None,
+        precision: str = "fp32",
+    ) -> ScoreResult:
+        """Validated scores, predictions and the backend that ran, as torch tensors.
+
+        ``precision`` (float32 rows): "fp32" exact products, or a GPU mode "tf32", "tf32x3",
+        "bf16" (see :data:`masc_fast.scoring.PRECISIONS`).
+        """
         x = check_activations(as_tensor(x, "x"), layer=self.layer, batch=batch, dim=self.dim)
         if not bool(self.present.any()):
             raise ValueError(f"{self._name()}no class has a subspace; nothing can be predicted")
         x = x.to(compute_dtype(x))
         basis, offsets = self.packed(x.dtype, x.device)
-        return score_rows(x, basis, offsets, backend=backend)
+        return score_rows(x, basis, offsets, backend=backend, precision=precision)
 
-    def scores(self, x, *, backend: str | None = "auto"):
+    def scores(self, x, *, backend: str | None = "auto", precision: str = "fp32"):
         """cos² (n, K) of the angle between each row and each class subspace."""
-        return _like(self.score(x, backend=backend).scores, x)
+        return _like(self.score(x, backend=backend, precision=precision).scores, x)
 
-    def predict(self, x, *, backend: str | None = "auto"):
+    def predict(self, x, *, backend: str | None = "auto", precision: str = "fp32"):
         """Class at the minimum angle for each row (n,), int64."""
-        return _like(self.score(x, backend=backend).pred, x)
+        return _like(self.score(x, backend=backend, precision=precision).pred, x)
 
-    def angles(self, x, *, backend: str | None = "auto"):
+    def angles(self, x, *, backend: str | None = "auto", precision: str = "fp32"):
         """Angles in degrees (n, K); 90 for zero rows and absent classes."""
-        return _like(scores_to_angles(self.score(x, backend=backend).scores), x)
+        scores = self.score(x, backend=backend, precision=precision).scores
+        return _like(scores_to_angles(scores), x)
 
     # ----------------------------------------------------------------- storage
     def save(self, path: str | os.PathLike) -> None:

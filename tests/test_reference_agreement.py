@@ -13,40 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from conftest import skip_or_fail
 
 from masc_fast import GramAccumulator
-from masc_fast.activations import ActivationTap, resolve_layers
 from masc_fast.backends import available
-from masc_fast.corruption import corrupt_labels
-from masc_fast.datasets import labelled_loader, load_digits_split, load_mnist1d
-from masc_fast.models import MLP
+from masc_fast.datasets import load_digits_split, load_mnist1d
+from masc_fast.noisy_mlp import noisy_mlp_activations
 from masc_fast.reference import fit_subspaces_ref, predict_ref
-from masc_fast.training import make_optimizer, train_until
 
 AGREEMENT = 0.999
 ACCURACY_POINTS = 0.1
 
 
 def _trained_activations(data, p: float, hidden, epochs: int):
-    x_train, y_train, x_test, y_test = data
-    corrupted = torch.as_tensor(corrupt_labels(y_train.numpy(), p, 10))
-    torch.manual_seed(0)
-    model = MLP(x_train.shape[1], 10, hidden=hidden)
-    train_until(
-        model,
-        labelled_loader(x_train, corrupted, batch_size=32, shuffle=True),
-        optimizer=make_optimizer("sgd", model.parameters(), 0.01),
-        max_epochs=epochs,
-        progress=False,
-    )
-    tap = ActivationTap(model.eval(), resolve_layers(model, None))
-    with tap.attached():
-        _, train_acts = tap.forward(x_train)
-        _, test_acts = tap.forward(x_test)
-    labels = {"corrupted": corrupted, "true": y_train}
-    return train_acts, test_acts, labels, y_train, y_test
+    noisy = noisy_mlp_activations(data, p, hidden, epochs=epochs)
+    labels = {"corrupted": noisy.corrupted, "true": noisy.y_train}
+    return noisy.train, noisy.test, labels, noisy.y_train, noisy.y_test
 
 
 @pytest.fixture(scope="module")

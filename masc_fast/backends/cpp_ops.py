@@ -63,6 +63,7 @@ def subspace_scores(
     offsets: torch.Tensor,
     *,
     block_rows: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-class cos² scores and the predicted class for every row of ``x``, on CPU.
 
@@ -79,6 +80,9 @@ def subspace_scores(
         an absent class (score 0, never predicted).
     block_rows : int, optional
         Rows per block; default keeps one block's (rows, R) projection near 32 MiB.
+    precision : {"fp32"}
+        The CPU computes exact products in ``x``'s dtype; the reduced modes ("tf32",
+        "tf32x3", "bf16") are GPU modes and raise here.
 
     Returns
     -------
@@ -126,6 +130,11 @@ def subspace_scores(
         raise ValueError(f"cpp backend: offsets must be 1-D, got shape {tuple(offsets.shape)}")
     if block_rows is not None and block_rows < 1:
         raise ValueError(f"cpp backend: block_rows must be >= 1, got {block_rows}")
+    if precision != "fp32":
+        raise ValueError(
+            f"cpp backend: precision {precision!r} is a GPU mode; the CPU computes exact "
+            "products (precision='fp32'); use backend='torch' or 'triton' for reduced precision"
+        )
 
     offsets_np = offsets.contiguous().numpy()
 

@@ -21,8 +21,15 @@ def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
     gram.copy_(torch.from_numpy(acc))
 
 
-def subspace_scores(x, basis, offsets, *, block_rows=None):
-    """NumPy float64 scores and predictions (``reference.subspace_scores_ref``)."""
+def subspace_scores(x, basis, offsets, *, block_rows=None, precision="fp32"):
+    """NumPy float64 scores and predictions (``reference.subspace_scores_ref``).
+
+    Always float64; ``precision`` must be "fp32" (full precision), as on the cpp backend.
+    """
+    if precision != "fp32":
+        raise ValueError(
+            f"reference backend: computes in float64; precision {precision!r} is a GPU mode"
+        )
     basis_np = basis.detach().cpu().double().numpy()
     bounds = offsets.tolist()
     bases = [basis_np[:, lo:hi] if hi > lo else None for lo, hi in zip(bounds[:-1], bounds[1:])]

@@ -4,8 +4,7 @@ Triton and the kernels are imported lazily, once, on first use; ``import masc_fa
 needs them. The backend runs on CUDA tensors, or on CPU tensors under Triton's interpreter
 (``TRITON_INTERPRET=1``, which tests use to run the kernels without a GPU). Inputs are
 validated upstream (``masc_fast._validation``); here we only assert what protects memory
-(device, dtype, shape) and shape the work: a torch GEMM per row block, then the Triton
-epilogue ``projection_scores``. The fully fused GEMM + epilogue kernel is a later step.
+(device, dtype, shape) and call the fused scoring kernel ``kernels.subspace_scores``.
 """
 
 from __future__ import annotations
@@ -90,6 +89,7 @@ def subspace_scores(
     offsets: torch.Tensor,
     *,
     block_rows: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-class cos² scores and the predicted class for every row of ``x``, with Triton.
 
@@ -105,7 +105,11 @@ def subspace_scores(
         Class k owns columns ``offsets[k]:offsets[k+1]`` of ``basis``; an empty segment marks
         an absent class (score 0, never predicted).
     block_rows : int, optional
-        Rows per block; default keeps one block's (rows, R) projection near 32 MiB.
+        Rows per launch; default: all rows in one launch (the fused kernel's extra memory is
+        the (n, K) energies, so blocking is only needed to bound that).
+    precision : {"fp32", "tf32", "tf32x3", "bf16"}
+        Products of the fused GEMM (see ``masc_fast.kernels.subspace_scores``); float64 ``x``
+        takes "fp32" only.
 
     Returns
     -------
@@ -119,13 +123,13 @@ def subspace_scores(
     ImportError
         Triton or the kernels are not importable.
     TypeError, ValueError
-        Wrong dtype, or wrong device/shape.
+        Wrong dtype, or wrong device/shape/precision.
 
     Notes
     -----
-    Each block costs one torch GEMM (``x_blk @ basis``, in ``x``'s dtype) plus the Triton
-    epilogue, which sums energies in float64, and one small device-to-host sync (the
-    epilogue reads the longest class segment). Extra memory is O(block_rows × R).
+    One fused kernel per launch: tiles of ``X·U`` are squared and summed into per-class
+    energies in registers and never written out; a second kernel takes ‖x‖² (float64), the
+    ratio and the argmax. One small device-to-host sync per launch checks ``offsets``.
 
     Examples
     --------
@@ -160,13 +164,20 @@ def subspace_scores(
         raise ValueError(f"triton backend: block_rows must be >= 1, got {block_rows}")
 
     offsets = offsets.to(device=x.device).contiguous()
-
-    def epilogue(proj: torch.Tensor, sq_norms: torch.Tensor):
-        return kernels.projection_scores(proj, offsets, sq_norms)
-
-    return torch_ops.blocked_projection_scores(x, basis, offsets, epilogue, block_rows)
+    n = x.shape[0]
+    if block_rows is None or block_rows >= n:
+        return kernels.subspace_scores(x, basis, offsets, precision=precision)
+    parts = [
+        kernels.subspace_scores(x[start : start + block_rows], basis, offsets, precision=precision)
+        for start in range(0, n, block_rows)
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Torch Gram update for now; the Triton Gram kernel comes with the GPU issue."""
+    """The torch Gram update (cuBLAS GEMMs on CUDA).
+
+    A Triton Gram kernel is only worth keeping where it beats the torch forms on a GPU
+    (``masc_fast.gram_forms``); none has been measured there yet, so none ships.
+    """
     torch_ops.gram_update(gram, x, y)
