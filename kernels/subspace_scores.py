@@ -207,12 +207,13 @@ def _scores_epilogue_kernel(
     tl.store(pred_ptr + rows, tl.where(any_present, best, -1), mask=row_mask)
 
 
-def _tile_tables(offsets: torch.Tensor, r: int, block_r: int):
-    """Per column: its class; per column tile: its first class and how many classes it holds."""
-    lengths = offsets[1:] - offsets[:-1]
-    classes = torch.arange(lengths.shape[0], device=offsets.device, dtype=torch.int32)
+def _tile_tables(lengths: torch.Tensor, r: int, block_r: int):
+    """Per column: its class; per column tile: its first class and how many classes it holds.
+
+    ``lengths`` (K,) are the class segment lengths r_k, summing to ``r``."""
+    classes = torch.arange(lengths.shape[0], device=lengths.device, dtype=torch.int32)
     col_class = torch.repeat_interleave(classes, lengths, output_size=r)
-    starts = torch.arange(0, r, block_r, device=offsets.device)
+    starts = torch.arange(0, r, block_r, device=lengths.device)
     ends = torch.clamp(starts + block_r, max=r) - 1
     first = col_class[starts]
     count = col_class[ends] - first + 1
@@ -276,7 +277,7 @@ def subspace_scores(
 
     if r > 0:
         blocks = blocks or fused_blocks(precision, x.dtype, x.device)
-        col_class, tile_first, tile_count = _tile_tables(offsets, r, blocks.block_r)
+        col_class, tile_first, tile_count = _tile_tables(lengths[1:], r, blocks.block_r)
         grid = (triton.cdiv(n, blocks.block_m) * triton.cdiv(r, blocks.block_r),)
         _class_energies_kernel[grid](
             energies,

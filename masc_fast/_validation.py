@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 
+from .backends import PRECISIONS
+
 __all__ = [
     "as_tensor",
     "check_activations",
@@ -48,6 +50,23 @@ def as_tensor(value, name: str, *, device: torch.device | str | None = None) -> 
     return tensor if device is None else tensor.to(device)
 
 
+def check_activation_shape(
+    shape,
+    *,
+    layer: str | None = None,
+    batch: int | None = None,
+    dim: int | None = None,
+) -> None:
+    """Check that ``shape`` is (n, d) with d == ``dim``, reading no rows."""
+    prefix = where(layer, batch)
+    if len(shape) != 2:
+        raise ValueError(f"{prefix}activations must be 2-D (n, d), got shape {tuple(shape)}")
+    if dim is not None and shape[1] != dim:
+        raise ValueError(
+            f"{prefix}activations have {shape[1]} features, expected {dim} (shape {tuple(shape)})"
+        )
+
+
 def check_activations(
     x: torch.Tensor,
     *,
@@ -57,15 +76,10 @@ def check_activations(
 ) -> torch.Tensor:
     """Check a (n, d) float activation block: shape, dtype, finiteness; returns it as is."""
     prefix = where(layer, batch)
-    if x.ndim != 2:
-        raise ValueError(f"{prefix}activations must be 2-D (n, d), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
+    # Checked in the old order: not 2-D, then not float, then the wrong width.
+    if x.ndim == 2 and not x.is_floating_point():
         raise TypeError(f"{prefix}activations must be floating point, got {x.dtype}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(
-            f"{prefix}activations have {x.shape[1]} features, expected {dim} "
-            f"(shape {tuple(x.shape)})"
-        )
+    check_activation_shape(x.shape, layer=layer, batch=batch, dim=dim)
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad_rows = (~finite).any(dim=1).nonzero().flatten()
@@ -103,6 +117,13 @@ def check_labels(
                 f"(num_classes={num_classes})"
             )
     return y.to(torch.int64)
+
+
+def check_precision(precision: str) -> str:
+    """A scoring precision mode (``masc_fast.backends.PRECISIONS``); returns it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
 
 
 def check_variance(variance: float) -> float:

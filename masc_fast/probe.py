@@ -17,12 +17,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validation import as_tensor, check_activations, check_labels, check_variance, where
+from ._validation import (
+    as_tensor,
+    check_activations,
+    check_labels,
+    check_precision,
+    check_variance,
+    where,
+)
 from .accumulator import GramAccumulator
 from .activations import ActivationTap, resolve_layers
 from .backends import select_backend
 from .results import ProbeResult
-from .scoring import PRECISIONS
 
 __all__ = ["probe"]
 
@@ -109,7 +115,7 @@ def probe(
     eigensolver : {"auto", "exact", "partial"}
         See :mod:`masc_fast.eigensolvers`.
     precision : {"fp32", "tf32", "tf32x3", "bf16"}
-        Products of the scoring GEMM (:data:`masc_fast.scoring.PRECISIONS`); the reduced modes
+        Products of the scoring GEMM (:data:`masc_fast.backends.PRECISIONS`); the reduced modes
         are for GPUs (triton, torch backends).
 
     Returns
@@ -134,8 +140,7 @@ def probe(
     >>> result.best_layer(split="test")  # doctest: +SKIP
     """
     variance = check_variance(variance)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     device = torch.device(device) if device is not None else _model_device(model)
     backend_name = select_backend(backend, device)
     selected = resolve_layers(model, layers)

@@ -10,14 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .backends import get_backend, select_backend
+from ._validation import check_precision
+from .backends import PRECISIONS, get_backend, select_backend
 
 __all__ = ["PRECISIONS", "ScoreResult", "score_rows", "scores_to_angles", "compute_dtype"]
-
-# Precision of the scoring GEMM's products for float32 rows: "fp32" exact (the default);
-# "tf32", "tf32x3" and "bf16" are GPU tensor-core modes (triton backend; torch where the
-# device has them). Their agreement with float64 is in bench/RESULTS.md.
-PRECISIONS = ("fp32", "tf32", "tf32x3", "bf16")
 
 
 @dataclass(frozen=True)
@@ -43,8 +39,7 @@ def score_rows(
     precision: str = "fp32",
 ) -> ScoreResult:
     """Scores and predictions of validated rows ``x`` (n, d) against packed bases (d, R)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     name = select_backend(backend, x.device)
     ops = get_backend(name)
     x = x.contiguous()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import check_activations, where
+from ._validation import check_activation_shape, check_activations, where
 from .backends import select_backend
 from .scoring import compute_dtype, score_rows, scores_to_angles
 from .streaming import _ALLOCATOR_SLACK, _MAX_ROWS, HostChunkStream, _source_dtype, chunk_rows
@@ -90,19 +90,6 @@ class _HostSink:
         if self.is_pinned:
             for slot in range(2):
                 self._drain(slot)
-
-
-def _check_shape(source, dim: int, layer: str | None) -> None:
-    """Shape checks worded as in ``_validation.check_activations``, without reading rows."""
-    if source.ndim != 2:
-        raise ValueError(
-            f"{where(layer)}activations must be 2-D (n, d), got shape {tuple(source.shape)}"
-        )
-    if source.shape[1] != dim:
-        raise ValueError(
-            f"{where(layer)}activations have {source.shape[1]} features, expected {dim} "
-            f"(shape {tuple(source.shape)})"
-        )
 
 
 def _scoring_row_bytes(
@@ -201,7 +188,7 @@ def score_streamed(
     """
     layer = subspaces.layer
     source_dtype = _source_dtype(source)
-    _check_shape(source, subspaces.dim, layer)
+    check_activation_shape(source.shape, layer=layer, dim=subspaces.dim)
     if not bool(subspaces.present.any()):
         raise ValueError(f"{where(layer)}no class has a subspace; nothing can be predicted")
     device = torch.device(device)

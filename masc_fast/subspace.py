@@ -147,7 +147,7 @@ class ClassSubspaces:
         """Validated scores, predictions and the backend that ran, as torch tensors.
 
         ``precision`` (float32 rows): "fp32" exact products, or a GPU mode "tf32", "tf32x3",
-        "bf16" (see :data:`masc_fast.scoring.PRECISIONS`).
+        "bf16" (see :data:`masc_fast.backends.PRECISIONS`).
         """
         x = check_activations(as_tensor(x, "x"), layer=self.layer, batch=batch, dim=self.dim)
         if not bool(self.present.any()):

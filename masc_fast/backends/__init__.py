@@ -19,6 +19,7 @@ import torch
 
 __all__ = [
     "BACKENDS",
+    "PRECISIONS",
     "BackendUnavailableError",
     "available",
     "get_backend",
@@ -28,6 +29,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "cpp", "triton", "reference")
+# Precision of the scoring GEMM's products for float32 rows: "fp32" exact (the default);
+# "tf32", "tf32x3" and "bf16" are GPU tensor-core modes (triton backend; torch where the
+# device has them). Their agreement with float64 is in bench/RESULTS.md. The Triton kernels
+# keep their own copy (kernels import nothing from masc_fast but kernels._utils).
+PRECISIONS = ("fp32", "tf32", "tf32x3", "bf16")
 _MODULES = {
     "torch": "torch_ops",
     "cpp": "cpp_ops",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from . import PRECISIONS
+
 __all__ = [
     "blocked_projection_scores",
     "default_block_rows",
@@ -17,8 +19,6 @@ __all__ = [
     "gram_update_onehot",
     "subspace_scores",
 ]
-
-_PRECISIONS = ("fp32", "tf32", "tf32x3", "bf16")
 
 # One block's projection (rows × R) is kept near this size so memory stays O(block × R).
 _BLOCK_BYTES = 32 * 2**20
@@ -193,7 +193,7 @@ def _segment_ids(offsets: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _precision_product(precision: str):
-    """The block GEMM for a precision mode (see ``masc_fast.scoring.PRECISIONS``).
+    """The block GEMM for a precision mode (see ``masc_fast.backends.PRECISIONS``).
 
     "fp32" and "tf32x3": exact float32 products (TF32 switched off for the call on CUDA; torch
     has no 3-pass TF32). "tf32": TF32 allowed (CUDA only; CPUs have no TF32, so it is exact
@@ -232,10 +232,8 @@ def subspace_scores(
     Energies are summed in float64 whatever the GEMM dtype. ``precision`` picks the GEMM's
     products for float32 ``x`` (:func:`_precision_product`); float64 ``x`` takes "fp32" only.
     """
-    if precision not in _PRECISIONS:
-        raise ValueError(
-            f"torch backend: precision must be one of {_PRECISIONS}, got {precision!r}"
-        )
+    if precision not in PRECISIONS:
+        raise ValueError(f"torch backend: precision must be one of {PRECISIONS}, got {precision!r}")
     if x.dtype == torch.float64 and precision != "fp32":
         raise ValueError(
             f"torch backend: float64 x is scored in float64; precision {precision!r} needs float32"
