@@ -89,7 +89,15 @@ class GramAccumulator:
         self.device = torch.device(device)
         self.layer = layer
         self.product_dtype = product_dtype
-        self.backend = select_backend(backend, self.device)
+        self._flush_rows = max(
+            1, min(_ROWS_PER_CLASS * self.num_classes, _STAGING_BYTES // (4 * self.dim))
+        )
+        self.backend = select_backend(
+            backend,
+            self.device,
+            op="gram_update",
+            shape=(self.num_classes, self.dim, self._flush_rows),
+        )
         self._ops = get_backend(self.backend)
         self.gram = torch.zeros(
             (self.num_classes, self.dim, self.dim), dtype=dtype, device=self.device
@@ -98,9 +106,6 @@ class GramAccumulator:
         self.batches = 0
         self._staged: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._staged_rows = 0
-        self._flush_rows = max(
-            1, min(_ROWS_PER_CLASS * self.num_classes, _STAGING_BYTES // (4 * self.dim))
-        )
 
     def update(self, x, y) -> None:
         """Add a batch: ``x`` (n, d) float tensor/array, ``y`` (n,) integer labels."""

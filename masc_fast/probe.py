@@ -142,7 +142,7 @@ def probe(
     variance = check_variance(variance)
     check_precision(precision)
     device = torch.device(device) if device is not None else _model_device(model)
-    backend_name = select_backend(backend, device)
+    select_backend(backend, device)  # an explicit backend that cannot run fails here, early
     selected = resolve_layers(model, layers)
     was_training = model.training
     model.eval().to(device)
@@ -150,13 +150,13 @@ def probe(
     started = time.perf_counter()
     try:
         with tap.attached():
-            subspaces, model_counter, dims = _fit_pass(
+            subspaces, model_counter, dims, fit_backends = _fit_pass(
                 tap,
                 train_loader,
                 num_classes,
                 variance,
                 device,
-                backend_name,
+                backend,
                 progress,
                 accumulate_dtype,
                 eigensolver,
@@ -164,7 +164,7 @@ def probe(
             fitted = time.perf_counter()
             num_classes = next(iter(subspaces.values())).num_classes
             splits = {"train": train_loader, **dict(eval_loaders or {})}
-            scoring = _Scoring(backend_name, precision)
+            scoring = _Scoring(backend, precision, set())
             scores, zero_rows = _score_passes(
                 tap, splits, subspaces, num_classes, device, scoring, progress, model_counter
             )
@@ -177,7 +177,7 @@ def probe(
         score_counter=scores,
         zero_rows=zero_rows,
         model_counter=model_counter,
-        backend=backend_name,
+        backend=_backends_that_ran(fit_backends, scoring.ran),
         variance=variance,
         fit_seconds=fitted - started,
         score_seconds=time.perf_counter() - fitted,
@@ -228,15 +228,27 @@ def _fit_pass(tap, loader, num_classes, variance, device, backend, progress, dty
     if not accumulators:
         raise ValueError("the training loader yielded no batches")
     subspaces = {}
+    fit_backends = {accumulator.backend for accumulator in accumulators.values()}
     for key in list(accumulators):
         subspaces[key] = accumulators.pop(key).fit(variance, method=eigensolver)
-    return subspaces, model_counter, dims
+    return subspaces, model_counter, dims, fit_backends
+
+
+def _backends_that_ran(fit_backends: set[str], score_backends: set[str]) -> str:
+    """One name when one backend ran everything, else which ran each op."""
+    if len(fit_backends | score_backends) == 1:
+        return next(iter(fit_backends | score_backends))
+    return (
+        f"gram_update={'+'.join(sorted(fit_backends))}, "
+        f"subspace_scores={'+'.join(sorted(score_backends))}"
+    )
 
 
 @dataclass(frozen=True)
 class _Scoring:
-    backend: str
+    backend: str | None
     precision: str
+    ran: set  # backends that scored a batch, filled as the passes go
 
 
 def _score_passes(tap, splits, subspaces, num_classes, device, scoring, progress, model_counter):
@@ -268,6 +280,7 @@ def _score_passes(tap, splits, subspaces, num_classes, device, scoring, progress
                     batch=index,
                     precision=scoring.precision,
                 )
+                scoring.ran.add(result.backend)
                 for name, labels in label_sets.items():
                     counter.add((layer, fitted_on, split, name), result.pred, labels)
     return counter, zero_rows

@@ -40,7 +40,8 @@ def score_rows(
 ) -> ScoreResult:
     """Scores and predictions of validated rows ``x`` (n, d) against packed bases (d, R)."""
     check_precision(precision)
-    name = select_backend(backend, x.device)
+    shape = (x.shape[0], x.shape[1], basis.shape[1])
+    name = select_backend(backend, x.device, op="subspace_scores", shape=shape)
     ops = get_backend(name)
     x = x.contiguous()
     basis = basis.to(device=x.device, dtype=x.dtype)

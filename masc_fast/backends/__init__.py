@@ -2,7 +2,8 @@
 
 Precedence: an explicit ``backend=`` argument, then ``MASC_FAST_BACKEND``, then ``auto``
 (CUDA tensors → ``triton`` if importable, else ``torch``; CPU tensors → ``cpp`` if the
-extension is built, else ``torch``). ``reference`` is never chosen automatically. An explicit
+extension is built, else ``torch``; with ``op=`` and ``shape=``, the CPU choice between ``cpp``
+and ``torch`` follows the medians measured for that op, :mod:`masc_fast.backends.cpu_choice`). ``reference`` is never chosen automatically. An explicit
 backend that cannot run raises :class:`BackendUnavailableError`; an automatic fallback is
 logged once at INFO, and callers record the backend that actually ran.
 """
@@ -96,8 +97,19 @@ def _log_fallback_once(wanted: str, reason: str) -> None:
     logger.info("backend %r unavailable (%s); falling back to 'torch'", wanted, reason)
 
 
-def select_backend(requested: str | None = "auto", device: torch.device | str = "cpu") -> str:
-    """Resolve ``requested`` (or ``MASC_FAST_BACKEND``, or auto) to a usable backend name."""
+def select_backend(
+    requested: str | None = "auto",
+    device: torch.device | str = "cpu",
+    *,
+    op: str | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> str:
+    """Resolve ``requested`` (or ``MASC_FAST_BACKEND``, or auto) to a usable backend name.
+
+    ``op`` and ``shape`` (``(n, d, R)`` for "subspace_scores", ``(K, d, rows)`` for
+    "gram_update") let auto pick, on a CPU with the extension built, whichever of cpp and
+    torch was measured faster there (:func:`masc_fast.backends.cpu_choice.cpu_winner`).
+    """
     if requested in (None, "auto"):
         requested = os.environ.get("MASC_FAST_BACKEND", "auto") or "auto"
     if requested != "auto":
@@ -106,6 +118,10 @@ def select_backend(requested: str | None = "auto", device: torch.device | str = 
     wanted = "triton" if torch.device(device).type == "cuda" else "cpp"
     usable, reason = _availability(wanted)
     if usable:
+        if wanted == "cpp" and op is not None and shape is not None:
+            from .cpu_choice import cpu_winner
+
+            return cpu_winner(op, shape)
         return wanted
     _log_fallback_once(wanted, reason)
     return "torch"

@@ -1,0 +1,133 @@
+// gram_update_cpu: see gram_update.h for the contract.
+#include "gram_update.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "blas.h"
+#include "parallel.h"
+
+namespace masc_fast {
+
+namespace {
+
+struct Task {
+  int64_t label;
+  int64_t first_col;  // j0
+  int64_t end_col;    // j1
+};
+
+// Rows of each class, in input order, after one counting sort.
+struct ClassRows {
+  std::vector<int64_t> start;  // k + 1
+  std::vector<int64_t> order;  // n row indices, grouped by class
+};
+
+ClassRows sort_by_class(const int64_t* labels, int64_t n, int64_t k) {
+  ClassRows rows;
+  rows.start.assign(static_cast<size_t>(k) + 1, 0);
+  for (int64_t i = 0; i < n; ++i) ++rows.start[labels[i] + 1];
+  for (int64_t c = 0; c < k; ++c) rows.start[c + 1] += rows.start[c];
+  std::vector<int64_t> next(rows.start.begin(), rows.start.end() - 1);
+  rows.order.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) rows.order[next[labels[i]]++] = i;
+  return rows;
+}
+
+// Heaviest column blocks first (a block's cost grows with j1), so dynamic scheduling ends even.
+std::vector<Task> make_tasks(const ClassRows& rows, int64_t k, int64_t d, int64_t block_cols) {
+  std::vector<Task> tasks;
+  const int64_t blocks = (d + block_cols - 1) / block_cols;
+  for (int64_t b = blocks - 1; b >= 0; --b) {
+    for (int64_t c = 0; c < k; ++c) {
+      if (rows.start[c + 1] > rows.start[c]) {
+        tasks.push_back({c, b * block_cols, std::min(d, (b + 1) * block_cols)});
+      }
+    }
+  }
+  return tasks;
+}
+
+// Side of the square tiles add_panel walks: a tile's rows of the Gram (both the (i, j) rows
+// and the mirrored (j, i) rows, 2 x 32 x 32 doubles = 16 KiB) stay in L1 while it is added.
+constexpr int64_t kAddTile = 32;
+
+// gram[c] entries (i, j) and (j, i), j in [j0, j1), i <= j, += the column-major panel
+// (j1 x width, ld j1) whose rows i < j0 come from the GEMM and rows j0.. from the SYRK's upper
+// triangle. Walked in square tiles so the mirrored, strided writes stay in cache.
+template <typename TX, typename TG>
+void add_panel(TG* gram_c, int64_t d, const TX* panel, int64_t j0, int64_t j1) {
+  for (int64_t jt = j0; jt < j1; jt += kAddTile) {
+    const int64_t j_end = std::min(j1, jt + kAddTile);
+    for (int64_t it = 0; it < j_end; it += kAddTile) {
+      const int64_t i_end = std::min(j_end, it + kAddTile);
+      for (int64_t j = jt; j < j_end; ++j) {
+        const TX* column = panel + (j - j0) * j1;
+        const int64_t last = std::min(i_end, j);  // entries strictly above the diagonal
+        for (int64_t i = it; i < last; ++i) {
+          const TG value = static_cast<TG>(column[i]);
+          gram_c[i * d + j] += value;
+          gram_c[j * d + i] += value;
+        }
+        if (j >= it && j < i_end) gram_c[j * d + j] += static_cast<TG>(column[j]);
+      }
+    }
+  }
+}
+
+template <typename TX, typename TG>
+void run_task(const Task& task, TG* gram, int64_t d, const TX* x, const ClassRows& rows,
+              int64_t bucket_rows, TX* bucket, TX* panel) {
+  const int64_t j0 = task.first_col, j1 = task.end_col, width = j1 - j0;
+  const int64_t* order = rows.order.data();
+  const int ld = static_cast<int>(j1);
+  for (int64_t s = rows.start[task.label]; s < rows.start[task.label + 1]; s += bucket_rows) {
+    const int64_t m = std::min(bucket_rows, rows.start[task.label + 1] - s);
+    for (int64_t r = 0; r < m; ++r) {
+      std::memcpy(bucket + r * j1, x + order[s + r] * d, sizeof(TX) * static_cast<size_t>(j1));
+    }
+    // The bucket, row-major m x j1, is column-major Z = X_bucket^T (j1 x m, ld j1).
+    // Panel rows 0..j0: Z[0:j0, :] . Z[j0:j1, :]^T; rows j0..j1: upper(Z[j0:j1] . Z[j0:j1]^T).
+    if (j0 > 0) {
+      gemm<TX>('N', 'T', static_cast<int>(j0), static_cast<int>(width), static_cast<int>(m),
+               TX(1), bucket, ld, bucket + j0, ld, TX(0), panel, ld);
+    }
+    syrk<TX>('U', 'N', static_cast<int>(width), static_cast<int>(m), TX(1), bucket + j0, ld,
+             TX(0), panel + j0, ld);
+    add_panel(gram + task.label * d * d, d, panel, j0, j1);
+  }
+}
+
+}  // namespace
+
+template <typename TX, typename TG>
+void gram_update_cpu(TG* gram, int64_t k, int64_t d, const TX* x, int64_t n,
+                     const int64_t* labels, int64_t bucket_rows, int64_t block_cols,
+                     int threads) {
+  if (n == 0) return;
+  const ClassRows rows = sort_by_class(labels, n, k);
+  const std::vector<Task> tasks = make_tasks(rows, k, d, block_cols);
+  const int workers = worker_count(threads);
+  const size_t bucket_size = static_cast<size_t>(bucket_rows) * d;
+  const size_t panel_size = static_cast<size_t>(d) * std::min(block_cols, d);
+  std::vector<TX> buckets(workers * bucket_size);
+  std::vector<TX> panels(workers * panel_size);
+  const int64_t count = static_cast<int64_t>(tasks.size());
+
+#pragma omp parallel for num_threads(workers) schedule(dynamic, 1)
+  for (int64_t t = 0; t < count; ++t) {
+    const size_t w = static_cast<size_t>(worker_index());
+    run_task(tasks[t], gram, d, x, rows, bucket_rows, buckets.data() + w * bucket_size,
+             panels.data() + w * panel_size);
+  }
+}
+
+template void gram_update_cpu<float, float>(float*, int64_t, int64_t, const float*, int64_t,
+                                            const int64_t*, int64_t, int64_t, int);
+template void gram_update_cpu<float, double>(double*, int64_t, int64_t, const float*, int64_t,
+                                             const int64_t*, int64_t, int64_t, int);
+template void gram_update_cpu<double, double>(double*, int64_t, int64_t, const double*, int64_t,
+                                              const int64_t*, int64_t, int64_t, int);
+
+}  // namespace masc_fast

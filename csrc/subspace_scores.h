@@ -1,0 +1,48 @@
+// subspace_scores_cpu: fused MASC scoring; the n x R projection is never stored.
+//
+// Contract
+// --------
+// Inputs (row-major, c-contiguous, checked by bindings.cpp):
+//   x        n x d   rows to score, dtype T (float or double).
+//   basis    d x R   the concatenated class bases U = [U_1 .. U_k]; class c owns columns
+//                    offsets[c] .. offsets[c+1]-1.
+//   offsets  k + 1   int64, non-decreasing, offsets[0] = 0, offsets[k] = R.
+// Outputs:
+//   scores   n x k   dtype T.   pred   n   int64.
+//
+// For each row i and class c:
+//   energy      = sum_{j in class c} (x_i . U[:, j])^2            (summed in double)
+//   scores[i,c] = min(energy / ||x_i||^2, 1)  if ||x_i||^2 > 0 (||x_i||^2 summed in double)
+//               = 0                           otherwise (a zero row scores 0; never NaN)
+// The clamp absorbs rounding: for orthonormal U_c the exact energy never exceeds ||x_i||^2.
+// A class with an empty segment is absent: score 0, never predicted.
+//   pred[i] = the present class with the largest scores[i, c] compared as stored in T, ties to
+//             the lowest index (strict '>' scanning c upwards); -1 when no class is present.
+//
+// Work split: rows are cut into blocks of `block_rows`; OpenMP threads take blocks dynamically.
+// A thread computes its block's projection P = X_blk . U with one single-threaded BLAS GEMM into
+// its own tile (block_rows x R, dtype T), then, while the tile is still in cache, the squared
+// segment sums, the ratio and the argmax of each row. The products are in T (float32 GEMM for
+// float32 rows); energies and norms accumulate in double.
+// Memory: threads x block_rows x R x sizeof(T) of tiles, allocated before the parallel region
+// (std::bad_alloc surfaces as MemoryError, never inside a thread). Never n x R.
+// Limits: d, R and block_rows below 2^31 (LP64 BLAS); the BLAS table must be loaded.
+#pragma once
+
+#include <cstdint>
+
+namespace masc_fast {
+
+template <typename T>
+void subspace_scores_cpu(const T* x, int64_t n, int64_t d, const T* basis, int64_t R,
+                         const int64_t* offsets, int64_t k, int64_t block_rows, int threads,
+                         T* scores, int64_t* pred);
+
+extern template void subspace_scores_cpu<float>(const float*, int64_t, int64_t, const float*,
+                                                int64_t, const int64_t*, int64_t, int64_t, int,
+                                                float*, int64_t*);
+extern template void subspace_scores_cpu<double>(const double*, int64_t, int64_t, const double*,
+                                                 int64_t, const int64_t*, int64_t, int64_t, int,
+                                                 double*, int64_t*);
+
+}  // namespace masc_fast
