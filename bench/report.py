@@ -56,6 +56,17 @@ def render(paths, command: str) -> str:
             )
             if any(b["extra_info"].get(key) is not None for b in benches)
         ]
+        # Groups that time several torch compositions (CPU kernels) compare with the fastest.
+        torch_runs = {k: v for k, v in medians.items() if k and k.startswith("torch")}
+        best_torch = min(torch_runs, key=torch_runs.get) if len(torch_runs) > 1 else None
+        peaks = {
+            b["extra_info"].get("backend"): b["extra_info"].get("peak_memory_mb") for b in benches
+        }
+        if best_torch:
+            optional += [
+                ("_vs_best_torch", f"vs best torch ({best_torch})"),
+                ("_memory_vs_best_torch", "best-torch peak / peak"),
+            ]
         titles = "".join(f" {title} |" for _, title in optional)
         lines += [
             f"### {group}",
@@ -67,6 +78,13 @@ def render(paths, command: str) -> str:
         for bench in benches:
             extra, median = bench["extra_info"], bench["stats"]["median"]
             agreement = extra.get("agreement_with_reference")
+            if best_torch:
+                extra = dict(extra)
+                extra["_vs_best_torch"] = _ratio(medians[best_torch], median)
+                peak, torch_peak = extra.get("peak_memory_mb"), peaks.get(best_torch)
+                extra["_memory_vs_best_torch"] = (
+                    f"{torch_peak / peak:.1f}×" if peak and torch_peak else "–"
+                )
             cells = "".join(f" {_cell(key, extra.get(key))} |" for key, _ in optional)
             lines.append(
                 f"| {extra.get('backend')} | {median:.3f} | {extra.get('rate', '–')} | "

@@ -53,9 +53,29 @@ def _env(args: argparse.Namespace) -> int:
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"cuda device    {cuda}")
     print("backends:")
-    for name, (usable, reason) in available().items():
+    status = available()
+    for name, (usable, reason) in status.items():
         print(f"  {name:<10} {'yes' if usable else 'no: ' + reason}")
+    if status["cpp"][0]:
+        print(f"cpp kernels    {_cpp_details()}")
     return 0
+
+
+def _cpp_details() -> str:
+    """OpenMP, worker count and BLAS of the C++ extension (for ``masc-fast env``)."""
+    from .backends import cpp_ops
+
+    ext = cpp_ops._ext()
+    blas = [
+        f"{info.get('internal_api')} {info.get('version')}"
+        for info in cpp_ops._blas_controller().info()
+        if "scipy.libs" in info.get("filepath", "")  # SciPy's wheel, not NumPy's copy
+    ]
+    openmp = "OpenMP" if ext.has_openmp else "no OpenMP (one thread)"
+    return (
+        f"{openmp}, {cpp_ops.default_threads()} threads, BLAS from {ext.blas_source}"
+        f" ({', '.join(blas) or 'version unknown'})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
