@@ -22,7 +22,11 @@ import torch
 from masc_fast import GramAccumulator
 from masc_fast.backends import available, cpp_ops
 
-SHAPES = {"n60000-d784-k10": (60000, 784, 10), "n100000-d512-k200": (100000, 512, 200)}
+SHAPES = {
+    "n4096-d16-k4": (4096, 16, 4),  # small: where thread start-up may cost more than it saves
+    "n60000-d784-k10": (60000, 784, 10),
+    "n100000-d512-k200": (100000, 512, 200),
+}
 BATCH = 256
 _DATA: dict = {}
 _REFERENCE: dict = {}

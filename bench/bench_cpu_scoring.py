@@ -27,6 +27,7 @@ from masc_fast.reference import subspace_scores_ref
 
 # name -> (n, d, K, r_k)
 SHAPES = {
+    "n2000-d32-R40": (2000, 32, 4, 10),  # small: where thread start-up may cost more than it saves
     "n10000-d512-R2000": (10000, 512, 10, 200),
     "n10000-d4096-R5000": (10000, 4096, 10, 500),
     "n20000-d4096-k200-r50": (20000, 4096, 200, 50),
