@@ -80,6 +80,10 @@ def check_activations(
     if x.ndim == 2 and not x.is_floating_point():
         raise TypeError(f"{prefix}activations must be floating point, got {x.dtype}")
     check_activation_shape(x.shape, layer=layer, batch=batch, dim=dim)
+    # A sum is finite iff no NaN/Inf is in it, unless finite values overflow it; a sum is one
+    # fast reduction, the elementwise mask (the exact test and the fallback) is 4x slower.
+    if x.numel() and bool(torch.isfinite(x.sum())):
+        return x
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad_rows = (~finite).any(dim=1).nonzero().flatten()

@@ -92,6 +92,18 @@ def test_accumulator_nan_names_layer_and_batch():
         accumulator.update(bad, torch.tensor([0, 1, 0, 1]))
 
 
+def test_huge_finite_activations_pass_and_opposite_infs_are_caught():
+    # The finiteness check sums first: huge finite values overflow that sum and must still pass,
+    # and +Inf with -Inf (whose sum is NaN) must still be reported as Inf.
+    accumulator = GramAccumulator(2, 3)
+    accumulator.update(torch.full((4, 3), 3e38), torch.tensor([0, 1, 0, 1]))
+    assert accumulator.counts.tolist() == [2, 2]
+    bad = torch.ones(4, 3)
+    bad[0, 0], bad[3, 1] = float("inf"), float("-inf")
+    with pytest.raises(ValueError, match=r"batch 1: activations contain Inf values in 2 of 4 rows"):
+        accumulator.update(bad, torch.tensor([0, 1, 0, 1]))
+
+
 def test_score_inf_names_layer(fitted):
     x = torch.ones(3, 4, dtype=torch.float64)
     x[2, 0] = -math.inf
