@@ -31,6 +31,16 @@ class EmptyClassWarning(UserWarning):
     """A class had no usable training rows and was left out of the fit."""
 
 
+def warn_absent_class(layer: str | None, label: int, rows: int, *, stacklevel: int = 2) -> None:
+    """Warn that class ``label`` has no rows (or only zero rows) and is left out."""
+    reason = "no training rows" if rows == 0 else f"only all-zero rows ({rows})"
+    warnings.warn(
+        f"{where(layer)}class {label} has {reason}; it is left out and can never be predicted",
+        EmptyClassWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 class GramAccumulator:
     """Accumulates ``X_kᵀ X_k`` for every class k from streamed ``(x, y)`` batches.
 
@@ -135,6 +145,23 @@ class GramAccumulator:
             x = x.to(self.product_dtype or self.gram.dtype)
         self._ops.gram_update(self.gram, x, y)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors that :meth:`restore` takes back (Grams and counts, staged rows folded in)."""
+        self.flush()
+        return {"gram": self.gram.cpu().clone(), "counts": self.counts.clone()}
+
+    def restore(self, tensors) -> None:
+        """Continue from a :meth:`state` (a probe checkpoint)."""
+        gram = tensors["gram"]
+        if tuple(gram.shape) != tuple(self.gram.shape):
+            raise ValueError(
+                f"{where(self.layer)}checkpoint Gram has shape {tuple(gram.shape)}, expected "
+                f"{tuple(self.gram.shape)}"
+            )
+        self.gram.copy_(gram)
+        self.counts = tensors["counts"].clone()
+        self._staged, self._staged_rows = [], 0
+
     def merge(self, other: GramAccumulator) -> GramAccumulator:
         """Add another accumulator's rows to this one (e.g. from another worker); returns self."""
         if (other.num_classes, other.dim) != (self.num_classes, self.dim):
@@ -176,13 +203,7 @@ class GramAccumulator:
         for label in range(self.num_classes):
             count = int(self.counts[label])
             if count == 0 or not bool(torch.diagonal(self.gram[label]).any()):
-                reason = "no training rows" if count == 0 else f"only all-zero rows ({count})"
-                warnings.warn(
-                    f"{where(self.layer)}class {label} has {reason}; it is left out and can "
-                    f"never be predicted",
-                    EmptyClassWarning,
-                    stacklevel=2,
-                )
+                warn_absent_class(self.layer, label, count, stacklevel=3)
                 count = 0
             usable.append(count)
         eigens: list[ClassEigen | None]

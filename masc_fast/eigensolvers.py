@@ -145,8 +145,22 @@ class _Verdict:
     next_block: int
 
 
-def _judge(values, residuals, *, block, dim, variance, total, rank_cap, tol) -> _Verdict:
-    """Decide what one class needs, from its Ritz values and residuals on a ``block``."""
+def _judge(
+    values,
+    residuals,
+    *,
+    block,
+    dim,
+    variance,
+    total,
+    rank_cap,
+    tol,
+    max_fraction=_MAX_BLOCK_FRACTION,
+) -> _Verdict:
+    """Decide what one class needs, from its Ritz values and residuals on a ``block``.
+
+    ``max_fraction``: give up (exact eigh is cheaper) once the block would pass this share of d.
+    """
     keep = components_for_variance(values, total, variance, rank_cap)
     captured = float(values[:keep].sum())
     enough = variance >= 1 or captured > variance * total or keep >= rank_cap
@@ -160,7 +174,7 @@ def _judge(values, residuals, *, block, dim, variance, total, rank_cap, tol) -> 
             return _Verdict(True, keep, rank_cap, block)
         return _Verdict(False, keep, rank_cap, block)
     grown = min(dim, rank_cap + _OVERSAMPLE, max(2 * block, keep + _OVERSAMPLE))
-    if grown > _MAX_BLOCK_FRACTION * dim and grown < rank_cap:
+    if grown > max_fraction * dim and grown < rank_cap:
         return _Verdict(False, keep, rank_cap, 0)
     return _Verdict(False, keep, rank_cap, grown)
 

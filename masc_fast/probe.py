@@ -9,66 +9,29 @@ every layer against every fitted set of subspaces.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validation import (
-    as_tensor,
-    check_activations,
-    check_labels,
-    check_precision,
-    check_variance,
-    where,
-)
-from .accumulator import GramAccumulator
+from ._validation import as_tensor, check_precision, check_variance
+from .activation_store import STORE_DTYPES
 from .activations import ActivationTap, resolve_layers
 from .backends import select_backend
+from .fit_checkpoint import FitCheckpoint
+from .fit_pass import FitOptions, FitPass
+from .phases import PhaseClock
+from .probe_batches import CORRUPTED, TRUE, Counter, labels_of, model_device, unpack
 from .results import ProbeResult
+from .strategy import default_memory_budget, parse_bytes
 
 __all__ = ["probe"]
-
-CORRUPTED, TRUE = "corrupted", "true"
-
-
-def _unpack(batch, index: int, *, train: bool):
-    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-        kind = "(x, y) or (x, y, y_true)" if train else "(x, y_true)"
-        raise ValueError(
-            f"batch {index}: expected a tuple {kind}, got {type(batch).__name__}"
-            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        )
-    if train:
-        return batch[0], batch[1], (batch[2] if len(batch) == 3 else None)
-    return batch[0], batch[-1], None
-
-
-def _labels(value, num_classes: int, n: int, index: int, name: str, device) -> torch.Tensor:
-    return check_labels(as_tensor(value, name), num_classes, n=n, name=name, batch=index).to(device)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-class _Counter:
-    """Running correct/total counts keyed by anything."""
-
-    def __init__(self):
-        self.correct: dict = {}
-        self.total: dict = {}
-
-    def add(self, key, pred: torch.Tensor, labels: torch.Tensor) -> None:
-        self.correct[key] = self.correct.get(key, 0) + int((pred == labels).sum())
-        self.total[key] = self.total.get(key, 0) + int(labels.numel())
-
-    def accuracy(self, key) -> float:
-        return self.correct[key] / self.total[key] if self.total.get(key) else float("nan")
 
 
 def probe(
@@ -85,6 +48,13 @@ def probe(
     accumulate_dtype: torch.dtype = torch.float64,
     eigensolver: str = "auto",
     precision: str = "fp32",
+    strategy: str | Mapping[str, str] = "auto",
+    memory_budget: int | str | None = None,
+    activation_dir: str | Path | None = None,
+    store_dtype: torch.dtype = torch.float32,
+    resume: bool = False,
+    keep_activations: bool = False,
+    checkpoint_seconds: float = 60.0,
 ) -> ProbeResult:
     """Fit MASC subspaces at every probed layer of ``model`` and score them on every split.
 
@@ -109,30 +79,51 @@ def probe(
     backend : {"auto", "torch", "cpp", "triton", "reference"}
         Scoring/accumulation backend; the one that ran is in ``ProbeResult.backend``.
     progress : bool, default True
-        Show tqdm progress bars.
+        Show tqdm progress bars (rows/s per pass, classes per eigensolve).
     accumulate_dtype : torch.dtype, default torch.float64
         Gram accumulation dtype.
     eigensolver : {"auto", "exact", "partial"}
-        See :mod:`masc_fast.eigensolvers`.
+        See :mod:`masc_fast.eigensolvers` (``gram`` layers).
     precision : {"fp32", "tf32", "tf32x3", "bf16"}
         Products of the scoring GEMM (:data:`masc_fast.backends.PRECISIONS`); the reduced modes
         are for GPUs (triton, torch backends).
+    strategy : {"auto", "gram", "stored", "gram_trick", "randomized"} or mapping layer → one
+        How each layer is fitted (:mod:`masc_fast.strategy`): streamed Grams, or rows stored on
+        disk and fitted per class by the Gram trick or randomized PCA. ``auto`` streams Grams
+        where ``K·d²`` fits half of ``memory_budget``. Reported in ``ProbeResult.strategies``.
+    memory_budget : int or str, optional
+        Bytes (or ``"8GiB"``) the probe's own structures may use; sizes the strategy choice and
+        the chunks. Default: half the host memory, or half the free memory of a CUDA device.
+    activation_dir : path, optional
+        Where stored layers keep their shards and the fit pass its checkpoint. Default: a
+        temporary directory (no checkpoint, removed at the end).
+    store_dtype : torch.float32 or torch.float16
+        dtype of the stored rows.
+    resume : bool, default False
+        Continue a probe killed in its fit pass from the checkpoint in ``activation_dir``.
+    keep_activations : bool, default False
+        Keep the shards and checkpoint after a successful probe (else they are removed).
+    checkpoint_seconds : float, default 60
+        Least time between two checkpoints of the fit pass (with ``activation_dir``).
 
     Returns
     -------
     ProbeResult
-        Tidy accuracy table, per-class component counts, model accuracies and the subspaces.
+        Tidy accuracy table, per-class component counts, captured variance and fit method,
+        model accuracies, strategies, time and peak memory per phase, and the subspaces.
 
     Raises
     ------
     ValueError
         NaN/Inf activations (naming layer and batch), labels outside ``[0, K)``, malformed
-        batches, unknown layer names.
+        batches, unknown layer names, a resume whose loader replays other batches.
 
     Notes
     -----
-    Memory: ``K · d² · 8`` bytes per layer and label set for the Grams (freed after the fit),
-    plus the fitted bases. Work: one forward pass to fit, one per split to score.
+    Memory: for ``gram`` layers ``K · d² · 8`` bytes per label set (freed after the fit); for
+    stored layers the rows on disk (``N · d · 4`` bytes per layer) and chunks of at most an
+    eighth of the budget in memory; plus the fitted float bases. Work: one forward pass to fit,
+    one per split to score.
 
     Example
     -------
@@ -141,97 +132,102 @@ def probe(
     """
     variance = check_variance(variance)
     check_precision(precision)
-    device = torch.device(device) if device is not None else _model_device(model)
+    if store_dtype not in STORE_DTYPES:
+        raise TypeError(f"store_dtype must be torch.float32 or torch.float16, got {store_dtype}")
+    device = torch.device(device) if device is not None else model_device(model)
     select_backend(backend, device)  # an explicit backend that cannot run fails here, early
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+    budget = budget or default_memory_budget(device)
+    store_dir, checkpoint = _store(activation_dir, resume)
     selected = resolve_layers(model, layers)
     was_training = model.training
     model.eval().to(device)
     tap = ActivationTap(model, selected)
+    options = FitOptions(
+        num_classes=num_classes,
+        variance=variance,
+        device=device,
+        backend=backend,
+        progress=progress,
+        accumulate_dtype=accumulate_dtype,
+        eigensolver=eigensolver,
+        strategy=strategy,
+        memory_budget=budget,
+        store_dir=store_dir,
+        store_dtype=store_dtype,
+        checkpoint=checkpoint,
+        resume=resume,
+        checkpoint_seconds=checkpoint_seconds,
+    )
+    succeeded = False
     started = time.perf_counter()
     try:
-        with tap.attached():
-            subspaces, model_counter, dims, fit_backends = _fit_pass(
-                tap,
-                train_loader,
-                num_classes,
-                variance,
-                device,
-                backend,
-                progress,
-                accumulate_dtype,
-                eigensolver,
-            )
+        with tap.attached(), PhaseClock(device) as clock:
+            fit = FitPass(tap, options, clock).run(train_loader)
             fitted = time.perf_counter()
+            subspaces = fit.subspaces
             num_classes = next(iter(subspaces.values())).num_classes
             splits = {"train": train_loader, **dict(eval_loaders or {})}
             scoring = _Scoring(backend, precision, set())
             scores, zero_rows = _score_passes(
-                tap, splits, subspaces, num_classes, device, scoring, progress, model_counter
+                tap,
+                splits,
+                subspaces,
+                num_classes,
+                device,
+                scoring,
+                progress,
+                fit.model_counter,
+                clock,
             )
+        succeeded = True
     finally:
         model.train(was_training)
+        if activation_dir is None or (succeeded and not keep_activations):
+            _remove_store(store_dir, checkpoint, own_dir=activation_dir is None)
     return ProbeResult.from_counts(
         layers=list(selected),
-        dims=dims,
+        dims=fit.dims,
         subspaces=subspaces,
         score_counter=scores,
         zero_rows=zero_rows,
-        model_counter=model_counter,
-        backend=_backends_that_ran(fit_backends, scoring.ran),
+        model_counter=fit.model_counter,
+        backend=_backends_that_ran(fit.backends, scoring.ran),
         variance=variance,
         fit_seconds=fitted - started,
         score_seconds=time.perf_counter() - fitted,
+        strategies=fit.strategies,
+        phases=clock.table(),
+        activation_dir=str(store_dir) if keep_activations else None,
     )
 
 
-def _fit_pass(tap, loader, num_classes, variance, device, backend, progress, dtype, eigensolver):
-    accumulators: dict[tuple[str, str], GramAccumulator] = {}
-    model_counter = _Counter()
-    dims: dict[str, int] = {}
-    for index, batch in enumerate(tqdm(loader, desc="probe: fit pass", disable=not progress)):
-        x, y, y_true = _unpack(batch, index, train=True)
-        output, activations = tap.forward(as_tensor(x, "x", device=device))
-        if num_classes is None:
-            if output.ndim != 2:
-                raise ValueError(f"model output has shape {tuple(output.shape)}; pass num_classes=")
-            num_classes = output.shape[1]
-        label_sets = {CORRUPTED: _labels(y, num_classes, output.shape[0], index, "labels", device)}
-        if y_true is not None:
-            label_sets[TRUE] = _labels(
-                y_true, num_classes, output.shape[0], index, "true labels", device
-            )
-        if output.ndim == 2 and output.shape[1] == num_classes:
-            predicted = output.argmax(dim=1)
-            for name, labels in label_sets.items():
-                model_counter.add(("train", name), predicted, labels)
-        for layer, act in activations.items():
-            if layer not in dims:
-                dims[layer] = act.shape[1]
-            check_activations(act, layer=layer, batch=index, dim=dims[layer])
-            for name, labels in label_sets.items():
-                key = (layer, name)
-                if key not in accumulators:
-                    if index > 0:
-                        raise ValueError(
-                            f"{where(layer, index)}'{name}' labels appear only from "
-                            f"this batch on; give every batch the same fields"
-                        )
-                    accumulators[key] = GramAccumulator(
-                        num_classes,
-                        dims[layer],
-                        device=device,
-                        dtype=dtype,
-                        backend=backend,
-                        layer=layer,
-                    )
-                accumulators[key].update(act, labels)
-    if not accumulators:
-        raise ValueError("the training loader yielded no batches")
-    subspaces = {}
-    fit_backends = {accumulator.backend for accumulator in accumulators.values()}
-    for key in list(accumulators):
-        subspaces[key] = accumulators.pop(key).fit(variance, method=eigensolver)
-    return subspaces, model_counter, dims, fit_backends
+def _store(activation_dir, resume: bool) -> tuple[Path, FitCheckpoint | None]:
+    """The shard directory and, for a user's directory, its checkpoint."""
+    if activation_dir is None:
+        if resume:
+            raise ValueError("resume=True needs the activation_dir of the probe to resume")
+        return Path(tempfile.mkdtemp(prefix="masc_fast_store_")), None
+    directory = Path(activation_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = FitCheckpoint(directory)
+    if checkpoint.exists() and not resume:
+        raise ValueError(
+            f"{directory} holds a probe checkpoint; pass resume=True to continue it, or use an "
+            f"empty directory"
+        )
+    return directory, checkpoint
+
+
+def _remove_store(directory: Path, checkpoint: FitCheckpoint | None, *, own_dir: bool) -> None:
+    if own_dir:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    if checkpoint is not None:
+        checkpoint.remove()
+    for layer_dir in directory.iterdir():
+        if layer_dir.is_dir() and any(layer_dir.glob("rows_*.bin")):
+            shutil.rmtree(layer_dir, ignore_errors=True)
 
 
 def _backends_that_ran(fit_backends: set[str], score_backends: set[str]) -> str:
@@ -251,36 +247,44 @@ class _Scoring:
     ran: set  # backends that scored a batch, filled as the passes go
 
 
-def _score_passes(tap, splits, subspaces, num_classes, device, scoring, progress, model_counter):
-    counter = _Counter()
+def _score_passes(
+    tap, splits, subspaces, num_classes, device, scoring, progress, model_counter, clock
+):
+    counter = Counter()
     zero_rows: dict[tuple[str, str], int] = {}
     for split, loader in splits.items():
         is_train = split == "train"
-        for index, batch in enumerate(
-            tqdm(loader, desc=f"probe: score {split}", disable=not progress)
-        ):
-            x, y, y_true = _unpack(batch, index, train=is_train)
-            output, activations = tap.forward(as_tensor(x, "x", device=device))
+        bar = tqdm(desc=f"probe: score {split}", unit="rows", unit_scale=True, disable=not progress)
+        for index, batch in enumerate(loader):
+            x, y, y_true = unpack(batch, index, train=is_train)
+            with clock.phase("forward"):
+                output, activations = tap.forward(as_tensor(x, "x", device=device))
             n = output.shape[0]
+            bar.update(n)
             if is_train:
-                label_sets = {CORRUPTED: _labels(y, num_classes, n, index, "labels", device)}
+                label_sets = {CORRUPTED: labels_of(y, num_classes, n, index, "labels", device)}
                 if y_true is not None:
-                    label_sets[TRUE] = _labels(y_true, num_classes, n, index, "true labels", device)
+                    label_sets[TRUE] = labels_of(
+                        y_true, num_classes, n, index, "true labels", device
+                    )
             else:
-                label_sets = {TRUE: _labels(y, num_classes, n, index, "labels", device)}
+                label_sets = {TRUE: labels_of(y, num_classes, n, index, "labels", device)}
                 if output.ndim == 2 and output.shape[1] == num_classes:
                     model_counter.add((split, TRUE), output.argmax(dim=1), label_sets[TRUE])
             for layer, act in activations.items():
                 zero = int((~act.any(dim=1)).sum())
                 zero_rows[(layer, split)] = zero_rows.get((layer, split), 0) + zero
-            for (layer, fitted_on), fitted in subspaces.items():
-                result = fitted.score(
-                    activations[layer],
-                    backend=scoring.backend,
-                    batch=index,
-                    precision=scoring.precision,
-                )
-                scoring.ran.add(result.backend)
-                for name, labels in label_sets.items():
-                    counter.add((layer, fitted_on, split, name), result.pred, labels)
+            with clock.phase("scoring"):
+                for (layer, fitted_on), fitted in subspaces.items():
+                    bar.set_postfix_str(f"layer {layer}", refresh=False)
+                    result = fitted.score(
+                        activations[layer],
+                        backend=scoring.backend,
+                        batch=index,
+                        precision=scoring.precision,
+                    )
+                    scoring.ran.add(result.backend)
+                    for name, labels in label_sets.items():
+                        counter.add((layer, fitted_on, split, name), result.pred, labels)
+        bar.close()
     return counter, zero_rows

@@ -38,11 +38,20 @@ class ProbeResult:
         fraction), ``n`` (points scored), ``components`` (Σ_k r_k), ``zero_rows`` (all-zero
         activation rows in the split, predicted as the lowest present class).
     components : pandas.DataFrame
-        Per (layer, subspaces, class): ``components`` r_k and ``train_rows``.
+        Per (layer, subspaces, class): ``components`` r_k, ``train_rows``, ``method`` (the
+        eigensolver or stored-fit method that fitted the class) and ``captured`` (the fraction
+        of the class's exact energy its kept components explain).
     model_accuracy : pandas.DataFrame
         The model's own accuracy per (split, labels).
     subspaces : dict
         ``{(layer, subspaces): ClassSubspaces}``.
+    strategies : dict
+        ``{layer: strategy}`` (:mod:`masc_fast.strategy`): how each layer was fitted.
+    phases : pandas.DataFrame
+        Per phase (forward, gram, eigensolve, scoring): ``seconds``, ``peak_rss_mb`` (whole
+        process) and ``peak_gpu_mb`` (allocated on the device; NaN on CPU).
+    activation_dir : str or None
+        Where the stored activations were kept (``keep_activations=True``).
     """
 
     table: pd.DataFrame
@@ -54,6 +63,9 @@ class ProbeResult:
     variance: float
     fit_seconds: float
     score_seconds: float
+    strategies: dict = field(default_factory=dict)
+    phases: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    activation_dir: str | None = None
 
     @classmethod
     def from_counts(
@@ -69,6 +81,9 @@ class ProbeResult:
         variance,
         fit_seconds,
         score_seconds,
+        strategies=None,
+        phases=None,
+        activation_dir=None,
     ) -> ProbeResult:
         rows = []
         for (layer, fitted_on, split, labels), total in score_counter.total.items():
@@ -96,9 +111,18 @@ class ProbeResult:
                 "class": label,
                 "components": int(rank),
                 "train_rows": int(count),
+                "method": method,
+                "captured": float(captured),
             }
             for (layer, fitted_on), fitted in subspaces.items()
-            for label, (rank, count) in enumerate(zip(fitted.num_components, fitted.counts))
+            for label, (rank, count, method, captured) in enumerate(
+                zip(
+                    fitted.num_components,
+                    fitted.counts,
+                    fitted.methods,
+                    fitted.explained_variance,
+                )
+            )
         ]
         model_rows = [
             {"split": split, "labels": labels, "accuracy": model_counter.accuracy((split, labels))}
@@ -114,6 +138,9 @@ class ProbeResult:
             variance=variance,
             fit_seconds=fit_seconds,
             score_seconds=score_seconds,
+            strategies=dict(strategies or {}),
+            phases=phases if phases is not None else pd.DataFrame(),
+            activation_dir=activation_dir,
         )
 
     def accuracy(

@@ -104,6 +104,12 @@ class ClassSubspaces:
         return [eigen.values if eigen is not None else None for eigen in self._eigens]
 
     @property
+    def methods(self) -> list[str | None]:
+        """Per class how its eigenpairs were found ("exact", "partial", "gram_trick",
+        "randomized"), ``None`` for absent classes."""
+        return [eigen.method if eigen is not None else None for eigen in self._eigens]
+
+    @property
     def explained_variance(self) -> torch.Tensor:
         """(K,) fraction of each class's energy captured by its kept components."""
         fractions = [
