@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -138,8 +139,30 @@ class ClassSubspaces:
             )
             offsets = torch.zeros(self.num_classes + 1, dtype=torch.int64)
             offsets[1:] = torch.cumsum(self.num_components, 0)
-            self._packed[key] = (basis.to(device=device, dtype=dtype).contiguous(), offsets)
+            basis = basis.to(device=device, dtype=dtype).contiguous()
+            self._packed[key] = (basis, offsets)
+            self._share_packed(basis, offsets)
         return self._packed[key]
+
+    def _share_packed(self, basis: torch.Tensor, offsets: torch.Tensor) -> None:
+        """Make each class's vectors views of ``basis`` when they hold exactly its columns in
+        the same dtype and device, so a large fit is not kept twice (stored strategies)."""
+        ranks = self.num_components.tolist()
+        for eigen, rank in zip(self._eigens, ranks):
+            if (
+                eigen is not None
+                and rank
+                and (
+                    eigen.vectors.shape[1] != rank
+                    or eigen.vectors.dtype != basis.dtype
+                    or eigen.vectors.device != basis.device
+                )
+            ):
+                return
+        for label, eigen in enumerate(self._eigens):
+            if eigen is not None and ranks[label]:
+                start, stop = int(offsets[label]), int(offsets[label + 1])
+                self._eigens[label] = replace(eigen, vectors=basis[:, start:stop])
 
     # ----------------------------------------------------------------- scoring
     def score(

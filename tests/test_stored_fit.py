@@ -165,3 +165,19 @@ def test_column_chunked_gram_trick_equals_one_chunk(tmp_path):
         assert float((pa - pb).abs().max()) < 1e-4
     subspaces = ClassSubspaces(chunked, dim=96, variance=0.99, counts=torch.bincount(y))
     assert subspaces.num_components.tolist() == _exact(x, y, 3, 0.99).num_components.tolist()
+
+
+def test_packing_shares_memory_with_the_class_bases(tmp_path):
+    x, y = structured_classes(300, 64, 3, rank=20, seed=2)
+    fitted = _stored(tmp_path, x, y, 3, 0.99, "gram_trick").fit("corrupted", 0.99)
+    before = fitted.predict(x)
+    copies = [basis.clone() for basis in fitted.bases]
+    basis, offsets = fitted.packed(torch.float32, "cpu")
+    for label, original in enumerate(copies):
+        view = fitted.bases[label]
+        assert view.untyped_storage().data_ptr() == basis.untyped_storage().data_ptr()
+        assert torch.equal(view, original)
+    assert torch.equal(fitted.predict(x), before)
+    fitted.save(tmp_path / "fit.safetensors")
+    loaded = ClassSubspaces.load(tmp_path / "fit.safetensors")
+    assert torch.equal(loaded.predict(x), before)
