@@ -67,10 +67,10 @@ class FitCheckpoint:
         """Write ``tensors`` then ``manifest`` (atomically), then drop the previous tensors."""
         from safetensors.torch import save_file
 
-        previous = None
+        previous, serial = None, 1
         if self.exists():
-            previous = json.loads(self.manifest_path.read_text()).get("tensors")
-        serial = int(manifest.get("serial", 0)) + 1
+            last = json.loads(self.manifest_path.read_text())
+            previous, serial = last.get("tensors"), int(last.get("serial", 0)) + 1
         name = f"state_{serial:06d}.safetensors"
         with atomic_path(self.directory / name) as tmp:
             save_file({key: value.contiguous() for key, value in tensors.items()}, tmp)

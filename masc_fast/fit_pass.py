@@ -130,8 +130,6 @@ class FitPass:
             "stored": layers,
             "model_counter": self.model_counter.to_json(),
         }
-        if checkpoint.exists():
-            manifest["serial"] = checkpoint.load()[0]["serial"]
         started = time.monotonic()
         checkpoint.save(manifest, tensors)
         self._last_save = time.monotonic()
