@@ -146,6 +146,8 @@ ext_modules = (
 setup(
     packages=[*find_packages(include=["masc_fast", "masc_fast.*"]), "masc_fast.kernels"],
     package_dir={"masc_fast.kernels": "kernels"},
+    # The authors' reference numbers (`masc-fast verify-reference`) and the example sweep grids.
+    package_data={"masc_fast": ["reference_data/*.csv", "sweeps/*.toml"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

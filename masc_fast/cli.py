@@ -1,4 +1,9 @@
-"""``masc-fast``: the command line (``demo``, ``env``)."""
+"""``masc-fast``: the command line.
+
+``demo`` and ``env`` live here; the paper's pipeline has one module per command group:
+``train`` (:mod:`masc_fast.cli_train`), ``probe`` (:mod:`masc_fast.cli_probe`), ``sweep`` and
+``verify-reference`` (:mod:`masc_fast.cli_sweep`).
+"""
 
 from __future__ import annotations
 
@@ -79,7 +84,10 @@ def _cpp_details() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="masc-fast", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="masc-fast",
+        description="MASC probes of deep networks and the paper's experiments around them.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="train digits MLPs with shuffled labels and probe them")
@@ -90,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(run=_demo)
     env = commands.add_parser("env", help="versions and which backends can run, and why not")
     env.set_defaults(run=_env)
+    from . import cli_probe, cli_sweep, cli_train
+
+    cli_train.register(commands)
+    cli_probe.register(commands)
+    cli_sweep.register(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -6,6 +6,10 @@ replaces the label of every sample whose draw is ``<= p`` with a label drawn uni
 ``K`` classes (possibly the true one). :func:`corrupt_labels` replays the same stream from a
 private ``np.random.RandomState`` so the global generator is left alone, and reproduces their
 corrupted label vectors bit for bit.
+
+:func:`noisy_labels` is the entry point experiments use: recipe ``"paper"`` is exactly that
+vector (the same for every run), recipe ``"seeded"`` applies the same rule with a generator
+seeded by the run, so runs with different seeds see independent noise.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["corrupt_labels"]
+__all__ = ["NOISE_RECIPES", "corrupt_labels", "noisy_labels"]
+
+NOISE_RECIPES = ("paper", "seeded")
 
 
 def _labels_as_int64(labels, num_classes: int) -> np.ndarray:
@@ -133,3 +139,86 @@ def corrupt_labels(
     mask = draws < p if strict else draws <= p
     corrupted[mask] = rng.choice(num_classes, int(mask.sum()))
     return corrupted
+
+
+def noisy_labels(
+    labels,
+    p: float,
+    num_classes: int,
+    *,
+    recipe: str = "paper",
+    seed: int = 0,
+    strict: bool = False,
+) -> np.ndarray:
+    """Labels with a fraction ``p`` redrawn uniformly, by the paper's recipe or a seeded one.
+
+    Both recipes apply the rule of :func:`corrupt_labels`: one ``u_i ~ U[0, 1)`` per sample in
+    order, the mask ``u_i <= p`` (``u_i < p`` when ``strict``), and the masked samples, in
+    index order, take labels drawn uniformly with replacement from all ``K`` classes.
+
+    * ``"paper"``: ``corrupt_labels(labels, p, num_classes, seed=42, strict=strict)``, the
+      authors' fixed global seed; **``seed`` is ignored**, so every run of an experiment gets
+      the same label vector, as in the paper (SPEC §2.1).
+    * ``"seeded"``: the uniforms and then the replacement labels come from
+      ``np.random.default_rng(seed)`` (``rng.random(n)``, then ``rng.integers(0, K, m)``), so
+      distinct run seeds give independent noise while a fixed seed is reproducible and its
+      masks are nested across ``p``.
+
+    Parameters
+    ----------
+    labels : array_like of int, shape (n,)
+        True labels in dataset order, values in ``[0, num_classes)``; not modified.
+    p : float
+        Corruption probability in ``[0, 1]``.
+    num_classes : int
+        ``K``.
+    recipe : {"paper", "seeded"}, default "paper"
+        See above; :data:`NOISE_RECIPES` lists them.
+    seed : int, default 0
+        Seed of the ``"seeded"`` recipe (a non-negative integer); ignored by ``"paper"``.
+    strict : bool, default False
+        Strict ``<`` and no draws at ``p = 0``: the authors' Tiny ImageNet variant
+        (``DatasetInfo.strict_corruption``).
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n,)
+        A new array. Expected fraction changed: ``p - p/K``.
+
+    Raises
+    ------
+    ValueError
+        If ``recipe`` is unknown (the message lists :data:`NOISE_RECIPES`), ``seed`` is
+        negative, or ``labels`` / ``p`` / ``num_classes`` fail :func:`corrupt_labels`' checks.
+    TypeError
+        If ``seed`` is not an integer, or as :func:`corrupt_labels`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.arange(1000) % 10
+    >>> np.array_equal(noisy_labels(y, 0.4, 10), corrupt_labels(y, 0.4, 10))
+    True
+    >>> a = noisy_labels(y, 0.4, 10, recipe="seeded", seed=1)
+    >>> b = noisy_labels(y, 0.4, 10, recipe="seeded", seed=2)
+    >>> bool(np.array_equal(a, b))
+    False
+    """
+    if recipe not in NOISE_RECIPES:
+        raise ValueError(f"unknown noise recipe {recipe!r}; expected one of {NOISE_RECIPES}")
+    if recipe == "paper":
+        return corrupt_labels(labels, p, num_classes, seed=42, strict=strict)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    p = _check_probability(p)
+    num_classes = _check_num_classes(num_classes)
+    noisy = _labels_as_int64(labels, num_classes)
+    if strict and p == 0.0:
+        return noisy
+    rng = np.random.default_rng(int(seed))
+    draws = rng.random(noisy.shape[0])
+    mask = draws < p if strict else draws <= p
+    noisy[mask] = rng.integers(0, num_classes, size=int(mask.sum()))
+    return noisy

@@ -1,4 +1,4 @@
-"""The authors' networks, with the layer names MASC probes (SPEC §3).
+"""The paper's fully connected ReLU network (SPEC §3.1) and helpers shared by the models.
 
 Each model exposes ``masc_layers``: an ordered mapping from the paper's display name of a probed
 layer to the name of the module (in ``model.named_modules()``) whose output is that layer's
@@ -14,13 +14,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP"]
+__all__ = ["INPUT_LAYER", "MLP"]
 
 #: Module name that stands for the model input in ``masc_layers``.
 INPUT_LAYER = "input"
 
 
 def _check_width(name: str, value) -> int:
+    """``value`` as an ``int``; ``TypeError`` unless an integer, ``ValueError`` if below 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < 1:

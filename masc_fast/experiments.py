@@ -1,0 +1,324 @@
+"""The paper's experiments on trained runs, as rows of the tidy results table (SPEC §5.5, §7.1).
+
+* ``exp1``: subspaces from the corrupted training labels the model was trained on, scored on
+  the training set against the corrupted and the true labels, and on the test set.
+* ``exp2``: subspaces from the true training labels of the same memorised model.
+* ``exp3``: the p = 0 model (a model that generalises) probed with labels corrupted *post hoc*
+  at p with the run's own noise recipe: can MASC "memorise" a random relabelling?
+* ``random-init``: the run's initialised, untrained weights (``checkpoints/init``), probed with
+  its corrupted and true labels: the control showing that training made the subspaces.
+* ``early-stop``: the checkpoint with the best test accuracy (``checkpoints/best``), the
+  early-stopping comparison.
+
+exp1 and exp2 come out of one probe pass (the probe fits both label sets at once); its tables
+are cached under ``run_dir/probes/`` so the second experiment costs nothing. Activations are
+taken in ``eval()`` mode; ``bn_train_mode=True`` reproduces the authors' ResNet-18 extraction,
+where every BatchNorm normalised each sample on its own (:mod:`masc_fast.models.batchnorm`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._io import atomic_write_text
+from .results_table import RESULT_COLUMNS
+
+__all__ = ["EXPERIMENTS", "ProbeSettings", "probe_run", "run_cell", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENTS = ("exp1", "exp2", "exp3", "random-init", "early-stop")
+
+#: Which checkpoint of a run each experiment probes, and which subspaces it reports.
+_CHECKPOINT = {
+    "exp1": "final",
+    "exp2": "final",
+    "exp3": "final",
+    "random-init": "init",
+    "early-stop": "best",
+}
+_SUBSPACES = {
+    "exp1": ("corrupted",),
+    "exp2": ("true",),
+    "exp3": ("corrupted",),
+    "random-init": ("corrupted", "true"),
+    "early-stop": ("corrupted", "true"),
+}
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How a run is probed.
+
+    Attributes
+    ----------
+    variance : float
+        Explained-variance threshold t (a whole number >= 1 = components per class).
+    batch_size : int
+        Rows per forward pass of the probe (does not change any result).
+    bn_train_mode : bool
+        Normalise every BatchNorm per sample, as the authors' train-mode, batch-1 extraction
+        did (changes ResNet-18 numbers; no effect on models without BatchNorm).
+    device, backend, memory_budget
+        Passed to :func:`masc_fast.probe`.
+    progress : bool
+        tqdm bars.
+    """
+
+    variance: float = 0.99
+    batch_size: int = 512
+    bn_train_mode: bool = False
+    device: str | None = None
+    backend: str = "auto"
+    memory_budget: int | str | None = None
+    progress: bool = True
+
+    def cache_key(self) -> str:
+        """What changes a probe's numbers (not the device, bars or batch size)."""
+        relevant = {"variance": self.variance, "bn_train_mode": self.bn_train_mode}
+        return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _device(settings: ProbeSettings) -> torch.device:
+    if settings.device is not None:
+        return torch.device(settings.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_experiment(experiment: str) -> str:
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; expected one of {EXPERIMENTS}")
+    return experiment
+
+
+def probe_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = "final",
+    labels: np.ndarray | None = None,
+    settings: ProbeSettings | None = None,
+):
+    """Probe one checkpoint of a training run with MASC on every paper layer.
+
+    Parameters
+    ----------
+    run_dir : path
+        A directory written by :func:`masc_fast.train_run.train_run`.
+    checkpoint : {"final", "best", "init"} or a checkpoint file stem
+        Which weights to load from ``run_dir/checkpoints``.
+    labels : numpy.ndarray of int, shape (n_train,), optional
+        Training labels to fit the "corrupted" subspaces on; default the run's own corrupted
+        labels (``labels.npz``). The true labels always ride along for the "true" subspaces.
+    settings : ProbeSettings, optional
+
+    Returns
+    -------
+    masc_fast.ProbeResult
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run or the checkpoint is missing (the message names the path).
+    """
+    from .checkpoints import load_model_weights
+    from .data import BatchLoader, load_dataset
+    from .models import build_model
+    from .models.batchnorm import batchnorm_per_sample
+    from .probe import probe
+    from .train_run import RunConfig
+
+    settings = settings or ProbeSettings()
+    run_dir = Path(run_dir)
+    config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    weights = run_dir / "checkpoints" / f"{checkpoint}.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(
+            f"run {run_dir} has no checkpoint {weights.name} (has: "
+            f"{sorted(p.name for p in (run_dir / 'checkpoints').glob('*.safetensors'))}); "
+            f"is the training run finished?"
+        )
+    recorded = np.load(run_dir / "labels.npz")
+    true_labels = torch.as_tensor(recorded["true"])
+    fit_labels = torch.as_tensor(recorded["corrupted"] if labels is None else labels)
+    train, test = load_dataset(config.dataset, root=config.data_root, progress=settings.progress)
+    if len(train) != len(true_labels) or not torch.equal(train.labels, true_labels):
+        raise ValueError(
+            f"run {run_dir}: the true labels in labels.npz do not match dataset "
+            f"{config.dataset!r} as loaded now (was it trained on another copy?)"
+        )
+    device = _device(settings)
+    model = build_model(
+        config.model, input_shape=train.info.input_shape, num_classes=train.info.num_classes
+    )
+    load_model_weights(weights, model)
+    model.to(device)
+    train_loader = BatchLoader(
+        train, fit_labels, true_labels=true_labels, batch_size=settings.batch_size, device=device
+    )
+    test_loader = BatchLoader(test, batch_size=settings.batch_size, device=device)
+    mode = batchnorm_per_sample(model) if settings.bn_train_mode else nullcontext()
+    with mode:
+        return probe(
+            model,
+            train_loader,
+            {"test": test_loader},
+            num_classes=train.info.num_classes,
+            variance=settings.variance,
+            device=device,
+            backend=settings.backend,
+            memory_budget=settings.memory_budget,
+            progress=settings.progress,
+        )
+
+
+def _probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: ProbeSettings):
+    """(table, components, model accuracy) of a probe, from the run's cache when present."""
+    folder = run_dir / "probes" / f"{checkpoint}-{tag}-{settings.cache_key()}"
+    names = ("table", "components", "model_accuracy")
+    if all((folder / f"{name}.csv").exists() for name in names):
+        logger.info("reusing probe tables in %s", folder)
+        return tuple(pd.read_csv(folder / f"{name}.csv") for name in names)
+    result = probe_run(run_dir, checkpoint=checkpoint, labels=labels, settings=settings)
+    tables = (result.table, result.components, result.model_accuracy)
+    for name, frame in zip(names, tables):  # each atomic; a partial cache is recomputed
+        atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
+    atomic_write_text(
+        folder / "settings.json",
+        json.dumps({**asdict(settings), "cache_version": _CACHE_VERSION}, indent=1),
+    )
+    return tables
+
+
+def _checkpoint_epoch(run_dir: Path, checkpoint: str) -> int:
+    """The epoch a checkpoint holds (0 = initialised), from the run's summary."""
+    if checkpoint == "init":
+        return 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return int(summary["best_epoch"] if checkpoint == "best" else summary["epochs"])
+
+
+def _tidy(table, components, model_accuracy, subspaces, constants) -> pd.DataFrame:
+    """Accuracy, component and model-accuracy rows in the results-table schema."""
+    table = table[table["subspaces"].isin(subspaces)]
+    accuracy = table.assign(metric="accuracy", value=table["accuracy"])
+    totals = (
+        components[components["subspaces"].isin(subspaces)]
+        .groupby(["layer", "subspaces"], sort=False)["components"]
+        .sum()
+        .reset_index()
+        .assign(split="train", labels="", metric="components")
+        .rename(columns={"components": "value"})
+    )
+    model = model_accuracy.assign(
+        layer="model", subspaces="", metric="model_accuracy", value=model_accuracy["accuracy"]
+    )
+    rows = pd.concat([accuracy, totals, model], ignore_index=True)
+    for name, value in constants.items():
+        rows[name] = value
+    extra = [name for name in ("checkpoint", "epoch", "variance", "n") if name in rows]
+    return rows[list(RESULT_COLUMNS) + extra].reset_index(drop=True)
+
+
+def run_experiment(
+    run_dir: str | Path,
+    experiment: str,
+    *,
+    p: float | None = None,
+    settings: ProbeSettings | None = None,
+) -> pd.DataFrame:
+    """One experiment on one training run, as tidy result rows.
+
+    Parameters
+    ----------
+    run_dir : path
+        The training run (for ``exp3``: a run trained at p = 0).
+    experiment : {"exp1", "exp2", "exp3", "random-init", "early-stop"}
+    p : float, optional
+        ``exp3`` only: the post-hoc corruption degree, drawn with the run's noise recipe and
+        seed. Other experiments use the run's own p (an explicit different p is an error).
+    settings : ProbeSettings, optional
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`masc_fast.results_table.RESULT_COLUMNS` plus ``checkpoint``, ``epoch``,
+        ``variance`` and ``n``: MASC accuracy per layer, subspaces, split and scored labels;
+        total components per layer; the model's own accuracy (``layer="model"``).
+    """
+    from .corruption import noisy_labels
+    from .data import dataset_info
+    from .train_run import RunConfig
+
+    experiment = _check_experiment(experiment)
+    settings = settings or ProbeSettings()
+    run_dir = Path(run_dir)
+    config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    labels, tag = None, "run"
+    if experiment == "exp3":
+        if config.p != 0:
+            raise ValueError(
+                f"exp3 probes a model trained at p = 0; run {run_dir} has p = {config.p}"
+            )
+        if p is None:
+            raise ValueError("exp3 needs the post-hoc corruption degree p")
+        info = dataset_info(config.dataset)
+        true = np.load(run_dir / "labels.npz")["true"]
+        labels = noisy_labels(
+            true,
+            p,
+            info.num_classes,
+            recipe=config.noise_recipe,
+            seed=config.seed,
+            strict=info.strict_corruption,
+        )
+        tag = f"posthoc-p{p:g}"
+    elif p is not None and float(p) != float(config.p):
+        raise ValueError(f"{experiment} uses the run's own p = {config.p}, got p = {p}")
+    checkpoint = _CHECKPOINT[experiment]
+    tables = _probe_tables(run_dir, checkpoint, labels, tag, settings)
+    constants = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "p": float(config.p if p is None else p),
+        "seed": config.seed,
+        "experiment": experiment,
+        "checkpoint": checkpoint,
+        "epoch": _checkpoint_epoch(run_dir, checkpoint),
+        "variance": settings.variance,
+    }
+    return _tidy(*tables, _SUBSPACES[experiment], constants)
+
+
+def run_name(model: str, dataset: str, p: float, seed: int) -> str:
+    """Folder name of a training run in a sweep: ``mlp-digits-p0.2-s1``."""
+    return f"{model}-{dataset}-p{p:g}-s{seed}"
+
+
+def run_cell(cell, spec) -> pd.DataFrame:
+    """Train (or resume) the run a sweep cell needs, then run its experiment.
+
+    ``exp3`` cells train (or reuse) the p = 0 run of the same model, dataset and seed and
+    probe it with labels corrupted at the cell's p. Used by :func:`masc_fast.sweep.run_sweep`.
+    """
+    from .train_run import RunConfig, train_run
+
+    train_p = 0.0 if cell.experiment == "exp3" else cell.p
+    config = RunConfig(
+        model=cell.model, dataset=cell.dataset, p=train_p, seed=cell.seed, **dict(spec.train)
+    )
+    run_dir = Path(spec.runs_dir) / run_name(cell.model, cell.dataset, train_p, cell.seed)
+    progress = bool(spec.probe.get("progress", True))
+    train_run(config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)
+    settings = ProbeSettings(**dict(spec.probe))
+    p = cell.p if cell.experiment == "exp3" else None
+    return run_experiment(run_dir, cell.experiment, p=p, settings=settings)

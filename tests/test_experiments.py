@@ -1,0 +1,193 @@
+"""The paper's experiments on real training runs (digits): rows, checkpoints, labels, caching.
+
+Values are checked against the float64 scikit-learn reference (``masc_fast.reference``) fitted
+on activations recomputed here from the checkpoint the experiment should have loaded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import masc_fast.experiments as experiments
+from masc_fast.checkpoints import load_model_weights
+from masc_fast.cli import main
+from masc_fast.corruption import noisy_labels
+from masc_fast.data import load_dataset
+from masc_fast.experiments import ProbeSettings, run_experiment
+from masc_fast.models import build_model
+from masc_fast.reference import fit_subspaces_ref, predict_ref
+from masc_fast.results_table import RESULT_COLUMNS
+from masc_fast.run_config import RunConfig
+from masc_fast.train_run import train_run
+
+SETTINGS = ProbeSettings(progress=False)
+
+
+def _train(path, p: float, epochs: int = 3):
+    config = RunConfig("mlp", "digits", p=p, seed=0, max_epochs=epochs, checkpoint_every=1)
+    train_run(config, path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("runs") / "p04", 0.4)
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("runs") / "p0", 0.0, epochs=2)
+
+
+def _activations(run_dir, checkpoint: str, layer: str):
+    """(train, test) activations of one layer, recomputed from the checkpoint file."""
+    train, test = load_dataset("digits", progress=False)
+    model = build_model("mlp", input_shape=train.info.input_shape, num_classes=10)
+    load_model_weights(run_dir / "checkpoints" / f"{checkpoint}.safetensors", model)
+    model.eval()
+    inputs = [train.inputs(slice(None)), test.inputs(slice(None))]
+    if model.masc_layers[layer] == "input":
+        captured = [x.flatten(1) for x in inputs]
+    else:
+        module = dict(model.named_modules())[model.masc_layers[layer]]
+        captured = []
+        handle = module.register_forward_hook(lambda m, i, o: captured.append(o.flatten(1)))
+        with torch.no_grad():
+            for x in inputs:
+                model(x)
+        handle.remove()
+    return captured[0].double().numpy(), captured[1].double().numpy(), train, test
+
+
+def _value(rows, **where) -> float:
+    match = rows
+    for key, value in where.items():
+        match = match[match[key] == value]
+    assert len(match) == 1, where
+    return float(match["value"].iloc[0])
+
+
+def test_exp1_rows_follow_the_schema_and_match_the_reference(noisy_run):
+    rows = run_experiment(noisy_run, "exp1", settings=SETTINGS)
+    assert list(rows.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
+    masc = rows[rows["metric"] == "accuracy"]
+    assert set(masc["subspaces"]) == {"corrupted"}
+    assert set(masc["layer"]) == {"input", "fc1", "fc2", "fc3", "fc4"}
+    assert set(zip(masc["split"], masc["labels"])) == {
+        ("train", "corrupted"),
+        ("train", "true"),
+        ("test", "true"),
+    }
+    assert set(rows["checkpoint"]) == {"final"} and set(rows["epoch"]) == {3}
+
+    x_train, x_test, train, test = _activations(noisy_run, "final", "fc1")
+    corrupted = np.load(noisy_run / "labels.npz")["corrupted"]
+    bases = fit_subspaces_ref(x_train, corrupted, 10)
+    expected_test = float((predict_ref(x_test, bases) == test.labels.numpy()).mean())
+    expected_train = float((predict_ref(x_train, bases) == corrupted).mean())
+    got_test = _value(masc, layer="fc1", split="test")
+    got_train = _value(masc, layer="fc1", split="train", labels="corrupted")
+    assert abs(got_test - expected_test) <= 2 / len(x_test)  # near-ties may flip a point
+    assert abs(got_train - expected_train) <= 2 / len(x_train)
+    components = _value(rows[rows["metric"] == "components"], layer="fc1")
+    assert abs(components - sum(b.shape[1] for b in bases)) <= 10  # ±1 per class (SPEC §9.8)
+
+
+def test_exp2_uses_true_labels_and_reuses_the_probe_of_exp1(noisy_run, monkeypatch):
+    run_experiment(noisy_run, "exp1", settings=SETTINGS)
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("exp2 should reuse the cached probe of exp1")
+
+    monkeypatch.setattr(experiments, "probe_run", no_probe)
+    rows = run_experiment(noisy_run, "exp2", settings=SETTINGS)
+    masc = rows[rows["metric"] == "accuracy"]
+    assert set(masc["subspaces"]) == {"true"}
+    x_train, x_test, train, test = _activations(noisy_run, "final", "input")
+    bases = fit_subspaces_ref(x_train, train.labels.numpy(), 10)
+    expected = float((predict_ref(x_test, bases) == test.labels.numpy()).mean())
+    assert abs(_value(masc, layer="input", split="test") - expected) <= 2 / len(x_test)
+
+
+def test_probe_cache_depends_on_the_threshold(noisy_run):
+    loose = run_experiment(noisy_run, "exp1", settings=ProbeSettings(variance=0.5, progress=False))
+    tight = run_experiment(noisy_run, "exp1", settings=SETTINGS)
+    components = lambda rows: rows[rows["metric"] == "components"]["value"].sum()  # noqa: E731
+    assert components(loose) < components(tight)
+    assert set(loose["variance"]) == {0.5}
+
+
+def test_exp3_probes_the_clean_model_with_post_hoc_noise(clean_run):
+    rows = run_experiment(clean_run, "exp3", p=0.6, settings=SETTINGS)
+    assert set(rows["p"]) == {0.6} and set(rows["experiment"]) == {"exp3"}
+    x_train, x_test, train, test = _activations(clean_run, "final", "input")
+    config = json.loads((clean_run / "config.json").read_text())
+    labels = noisy_labels(train.labels.numpy(), 0.6, 10, recipe=config["noise_recipe"], seed=0)
+    assert (labels != train.labels.numpy()).mean() > 0.4  # really relabelled
+    bases = fit_subspaces_ref(x_train, labels, 10)
+    expected = float((predict_ref(x_train, bases) == labels).mean())
+    masc = rows[rows["metric"] == "accuracy"]
+    got = _value(masc, layer="input", split="train", labels="corrupted")
+    assert abs(got - expected) <= 2 / len(x_train)
+
+
+def test_random_init_probes_the_initialised_weights(noisy_run):
+    rows = run_experiment(noisy_run, "random-init", settings=SETTINGS)
+    assert set(rows["checkpoint"]) == {"init"} and set(rows["epoch"]) == {0}
+    assert set(rows[rows["metric"] == "accuracy"]["subspaces"]) == {"corrupted", "true"}
+    metrics = pd.read_csv(noisy_run / "metrics.csv")
+    model_test = _value(rows, metric="model_accuracy", split="test")
+    assert model_test == pytest.approx(
+        float(metrics.loc[metrics.epoch == 0, "test_accuracy"].iloc[0])
+    )
+
+
+def test_early_stop_probes_the_best_checkpoint(noisy_run):
+    rows = run_experiment(noisy_run, "early-stop", settings=SETTINGS)
+    summary = json.loads((noisy_run / "summary.json").read_text())
+    assert set(rows["epoch"]) == {summary["best_epoch"]}
+    model_test = _value(rows, metric="model_accuracy", split="test")
+    assert model_test == pytest.approx(summary["best_test_accuracy"])
+
+
+def test_experiment_errors_name_the_problem(noisy_run, clean_run, tmp_path):
+    with pytest.raises(ValueError, match="unknown experiment 'exp9'"):
+        run_experiment(noisy_run, "exp9")
+    with pytest.raises(ValueError, match="exp3 probes a model trained at p = 0"):
+        run_experiment(noisy_run, "exp3", p=0.2)
+    with pytest.raises(ValueError, match="exp3 needs the post-hoc corruption degree"):
+        run_experiment(clean_run, "exp3")
+    with pytest.raises(ValueError, match="uses the run's own p = 0.4"):
+        run_experiment(noisy_run, "exp1", p=0.2)
+    with pytest.raises(FileNotFoundError, match="no checkpoint missing.safetensors"):
+        experiments.probe_run(noisy_run, checkpoint="missing", settings=SETTINGS)
+
+
+def test_cli_probe_writes_rows_and_prints_the_best_layer(noisy_run, tmp_path, capsys):
+    out = tmp_path / "rows.csv"
+    code = main(
+        ["probe", "--run", str(noisy_run), "--experiment", "exp1", "exp2", "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    rows = pd.read_csv(out)
+    assert set(rows["experiment"]) == {"exp1", "exp2"}
+    printed = capsys.readouterr().out
+    assert "MASC test" in printed and f"wrote {len(rows)} rows" in printed
+
+
+def test_run_cell_trains_what_a_sweep_cell_needs(tmp_path):
+    from masc_fast.sweep import Cell, SweepSpec
+
+    spec = SweepSpec(
+        out=tmp_path, models=("mlp",), datasets=("digits",), p=(0.2,), experiments=("exp3",),
+        train={"max_epochs": 1}, probe={"progress": False},
+    )  # fmt: skip
+    rows = experiments.run_cell(Cell("mlp", "digits", 0.2, 0, "exp3"), spec)
+    assert (tmp_path / "runs" / "mlp-digits-p0-s0" / "summary.json").exists()
+    assert not (tmp_path / "runs" / "mlp-digits-p0.2-s0").exists()  # exp3 needs only p = 0
+    assert set(rows["p"]) == {0.2}
