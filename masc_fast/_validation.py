@@ -130,16 +130,18 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def check_variance(variance: float) -> float:
-    """A threshold in (0, 1), or a whole number >= 1 meaning that many components per class."""
+def check_variance(variance: float, name: str = "variance") -> float:
+    """A threshold in (0, 1), or a whole number >= 1 meaning that many components per class.
+
+    ``name`` is what the messages call the value (``thresholds[2]`` for one of a sweep's).
+    """
     if isinstance(variance, bool) or not isinstance(variance, (int, float, np.number)):
-        raise TypeError(f"variance must be a number, got {type(variance).__name__}")
+        raise TypeError(f"{name} must be a number, got {type(variance).__name__}")
     variance = float(variance)
     if not math.isfinite(variance) or variance <= 0:
-        raise ValueError(f"variance must be > 0, got {variance}")
+        raise ValueError(f"{name} must be > 0, got {variance}")
     if variance >= 1 and variance != int(variance):
         raise ValueError(
-            f"variance >= 1 means a number of components per class and must be whole, "
-            f"got {variance}"
+            f"{name} >= 1 means a number of components per class and must be whole, got {variance}"
         )
     return variance

@@ -1,8 +1,9 @@
 """``masc-fast``: the command line.
 
 ``demo`` and ``env`` live here; the paper's pipeline has one module per command group:
-``train`` (:mod:`masc_fast.cli_train`), ``probe`` (:mod:`masc_fast.cli_probe`), ``sweep`` and
-``verify-reference`` (:mod:`masc_fast.cli_sweep`).
+``train`` (:mod:`masc_fast.cli_train`), ``probe`` (:mod:`masc_fast.cli_probe`), ``retrain``
+(:mod:`masc_fast.cli_retrain`), ``baselines`` (:mod:`masc_fast.cli_baselines`), ``sweep`` and
+``verify-reference`` (:mod:`masc_fast.cli_sweep`), ``report`` (:mod:`masc_fast.cli_report`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("\nMASC on digits (best layer by test accuracy; gain = MASC / model test - 1)")
     print(format_summary(summary))
     print(
-        f"\nwrote {args.output}/summary.csv, probe_p*.csv and figure.png "
+        f"\nwrote {args.output}/summary.csv, results/results.csv and report/index.html "
         f"in {time.perf_counter() - started:.0f} s"
     )
     return 0
@@ -98,11 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(run=_demo)
     env = commands.add_parser("env", help="versions and which backends can run, and why not")
     env.set_defaults(run=_env)
-    from . import cli_probe, cli_sweep, cli_train
+    from . import cli_baselines, cli_probe, cli_report, cli_retrain, cli_sweep, cli_train
 
     cli_train.register(commands)
     cli_probe.register(commands)
+    cli_retrain.register(commands)
+    cli_baselines.register(commands)
     cli_sweep.register(commands)
+    cli_report.register(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -29,7 +29,15 @@ def register(commands) -> argparse.ArgumentParser:
         help=f"one or more of {', '.join(EXPERIMENTS)} (default exp1 exp2)",
     )  # fmt: skip
     parser.add_argument("--p", type=float, help="exp3: post-hoc corruption degree")
-    parser.add_argument("--variance", type=float, default=0.99, help="threshold t (default 0.99)")
+    threshold = parser.add_mutually_exclusive_group()
+    threshold.add_argument("--variance", type=float, help="threshold t (default 0.99)")
+    threshold.add_argument(
+        "--thresholds", type=float, nargs="+", metavar="T",
+        help=(
+            "score every threshold T from one fit per class instead of one --variance, e.g. "
+            "0.25 0.5 0.75 0.9 0.95 0.99 0.999 1 (1 = one component per class)"
+        ),
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=512, help="rows per forward pass")
     parser.add_argument(
         "--bn-train-mode", action="store_true",
@@ -52,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from .experiments import ProbeSettings, run_experiment
 
     settings = ProbeSettings(
-        variance=args.variance,
+        variance=0.99 if args.variance is None else args.variance,
+        thresholds=None if args.thresholds is None else tuple(args.thresholds),
         batch_size=args.batch_size,
         bn_train_mode=args.bn_train_mode,
         device=args.device,
@@ -73,10 +82,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _best_layers(rows):
-    """Per experiment and subspaces: the layer with the best MASC test accuracy."""
+    """Per experiment, subspaces and threshold: the layer with the best MASC test accuracy."""
     test = rows[(rows["metric"] == "accuracy") & (rows["split"] == "test")]
-    best = test.loc[test.groupby(["experiment", "subspaces"], sort=False)["value"].idxmax()]
+    groups = ["experiment", "subspaces", "variance"]
+    best = test.loc[test.groupby(groups, sort=False, dropna=False)["value"].idxmax()]
     model = rows[(rows["metric"] == "model_accuracy") & (rows["split"] == "test")]
     model = model.groupby("experiment")["value"].first().rename("model test")
     best = best.rename(columns={"value": "MASC test"}).join(model, on="experiment")
-    return best[["experiment", "p", "subspaces", "layer", "MASC test", "model test"]]
+    return best[["experiment", "p", "subspaces", "variance", "layer", "MASC test", "model test"]]

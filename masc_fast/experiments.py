@@ -31,12 +31,17 @@ import torch
 
 from ._io import atomic_write_text
 from .results_table import RESULT_COLUMNS
+from .run_loading import checkpoint_epoch, load_config, load_labels, load_run, resolve_device
 
 __all__ = ["EXPERIMENTS", "ProbeSettings", "probe_run", "run_cell", "run_experiment"]
 
 logger = logging.getLogger(__name__)
 
-EXPERIMENTS = ("exp1", "exp2", "exp3", "random-init", "early-stop")
+#: The MASC probes of this module, then the two analyses that live in their own modules:
+#: ``baselines`` (:mod:`masc_fast.baselines`, SPEC §7.2) and ``retrain`` (:mod:`masc_fast.retrain`,
+#: SPEC §6: both variants, corrupted- and true-label relabels), so a sweep can run them all.
+PROBE_EXPERIMENTS = ("exp1", "exp2", "exp3", "random-init", "early-stop")
+EXPERIMENTS = (*PROBE_EXPERIMENTS, "baselines", "retrain")
 
 #: Which checkpoint of a run each experiment probes, and which subspaces it reports.
 _CHECKPOINT = {
@@ -63,7 +68,12 @@ class ProbeSettings:
     Attributes
     ----------
     variance : float
-        Explained-variance threshold t (a whole number >= 1 = components per class).
+        Explained-variance threshold t (a whole number >= 1 = components per class); unused
+        when ``thresholds`` is set.
+    thresholds : tuple of float, optional
+        Score every threshold in it from one fit per class (:func:`masc_fast.probe`'s
+        ``thresholds``, e.g. :data:`masc_fast.threshold_scoring.DEFAULT_THRESHOLDS`); the
+        MASC, ``components`` and ``class_components`` rows then come once per threshold.
     batch_size : int
         Rows per forward pass of the probe (does not change any result).
     bn_train_mode : bool
@@ -76,6 +86,7 @@ class ProbeSettings:
     """
 
     variance: float = 0.99
+    thresholds: tuple | None = None
     batch_size: int = 512
     bn_train_mode: bool = False
     device: str | None = None
@@ -83,16 +94,18 @@ class ProbeSettings:
     memory_budget: int | str | None = None
     progress: bool = True
 
+    def __post_init__(self):
+        if self.thresholds is not None:  # a TOML list or any iterable: validated, sorted tuple
+            from .threshold_scoring import check_thresholds
+
+            object.__setattr__(self, "thresholds", check_thresholds(self.thresholds))
+
     def cache_key(self) -> str:
         """What changes a probe's numbers (not the device, bars or batch size)."""
         relevant = {"variance": self.variance, "bn_train_mode": self.bn_train_mode}
+        if self.thresholds is not None:  # absent otherwise, so single-threshold keys stay put
+            relevant = {"thresholds": list(self.thresholds), "bn_train_mode": self.bn_train_mode}
         return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _device(settings: ProbeSettings) -> torch.device:
-    if settings.device is not None:
-        return torch.device(settings.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _check_experiment(experiment: str) -> str:
@@ -129,39 +142,19 @@ def probe_run(
     ------
     FileNotFoundError
         If the run or the checkpoint is missing (the message names the path).
+    ValueError
+        If the run's true labels do not match the dataset as loaded now.
     """
-    from .checkpoints import load_model_weights
-    from .data import BatchLoader, load_dataset
-    from .models import build_model
+    from .data import BatchLoader
     from .models.batchnorm import batchnorm_per_sample
     from .probe import probe
-    from .train_run import RunConfig
 
     settings = settings or ProbeSettings()
-    run_dir = Path(run_dir)
-    config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    weights = run_dir / "checkpoints" / f"{checkpoint}.safetensors"
-    if not weights.exists():
-        raise FileNotFoundError(
-            f"run {run_dir} has no checkpoint {weights.name} (has: "
-            f"{sorted(p.name for p in (run_dir / 'checkpoints').glob('*.safetensors'))}); "
-            f"is the training run finished?"
-        )
-    recorded = np.load(run_dir / "labels.npz")
-    true_labels = torch.as_tensor(recorded["true"])
-    fit_labels = torch.as_tensor(recorded["corrupted"] if labels is None else labels)
-    train, test = load_dataset(config.dataset, root=config.data_root, progress=settings.progress)
-    if len(train) != len(true_labels) or not torch.equal(train.labels, true_labels):
-        raise ValueError(
-            f"run {run_dir}: the true labels in labels.npz do not match dataset "
-            f"{config.dataset!r} as loaded now (was it trained on another copy?)"
-        )
-    device = _device(settings)
-    model = build_model(
-        config.model, input_shape=train.info.input_shape, num_classes=train.info.num_classes
+    device = resolve_device(settings.device)
+    _, model, train, test, true_labels, corrupted = load_run(
+        run_dir, checkpoint, device, progress=settings.progress
     )
-    load_model_weights(weights, model)
-    model.to(device)
+    fit_labels = corrupted if labels is None else torch.as_tensor(labels)
     train_loader = BatchLoader(
         train, fit_labels, true_labels=true_labels, batch_size=settings.batch_size, device=device
     )
@@ -173,7 +166,8 @@ def probe_run(
             train_loader,
             {"test": test_loader},
             num_classes=train.info.num_classes,
-            variance=settings.variance,
+            variance=settings.variance if settings.thresholds is None else None,
+            thresholds=settings.thresholds,
             device=device,
             backend=settings.backend,
             memory_budget=settings.memory_budget,
@@ -182,14 +176,15 @@ def probe_run(
 
 
 def _probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: ProbeSettings):
-    """(table, components, model accuracy) of a probe, from the run's cache when present."""
+    """(table, components, model accuracy, layer seconds) of a probe, from the run's cache when
+    present (a cache from before per-layer times lacks ``layer_seconds.csv`` and is redone)."""
     folder = run_dir / "probes" / f"{checkpoint}-{tag}-{settings.cache_key()}"
-    names = ("table", "components", "model_accuracy")
+    names = ("table", "components", "model_accuracy", "layer_seconds")
     if all((folder / f"{name}.csv").exists() for name in names):
         logger.info("reusing probe tables in %s", folder)
         return tuple(pd.read_csv(folder / f"{name}.csv") for name in names)
     result = probe_run(run_dir, checkpoint=checkpoint, labels=labels, settings=settings)
-    tables = (result.table, result.components, result.model_accuracy)
+    tables = (result.table, result.components, result.model_accuracy, result.layer_seconds)
     for name, frame in zip(names, tables):  # each atomic; a partial cache is recomputed
         atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
     atomic_write_text(
@@ -199,33 +194,47 @@ def _probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: Pr
     return tables
 
 
-def _checkpoint_epoch(run_dir: Path, checkpoint: str) -> int:
-    """The epoch a checkpoint holds (0 = initialised), from the run's summary."""
-    if checkpoint == "init":
-        return 0
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return int(summary["best_epoch"] if checkpoint == "best" else summary["epochs"])
+def _tidy(table, components, model_accuracy, layer_seconds, subspaces, constants) -> pd.DataFrame:
+    """Accuracy, component, per-class component, model-accuracy and per-layer time rows in the
+    results-table schema.
 
-
-def _tidy(table, components, model_accuracy, subspaces, constants) -> pd.DataFrame:
-    """Accuracy, component and model-accuracy rows in the results-table schema."""
+    MASC and component rows keep the probe's own ``variance`` (one set per threshold); the
+    ``variance`` constant fills the rows without one (model accuracy, times): the threshold
+    for a single-threshold probe, NaN ("any threshold") for a sweep.
+    """
     table = table[table["subspaces"].isin(subspaces)]
     accuracy = table.assign(metric="accuracy", value=table["accuracy"])
+    components = components[components["subspaces"].isin(subspaces)]
+    if "variance" not in components:  # a cache from before the threshold sweep
+        components = components.assign(variance=constants["variance"])
     totals = (
-        components[components["subspaces"].isin(subspaces)]
-        .groupby(["layer", "subspaces"], sort=False)["components"]
+        components.groupby(["layer", "subspaces", "variance"], sort=False)["components"]
         .sum()
         .reset_index()
         .assign(split="train", labels="", metric="components")
         .rename(columns={"components": "value"})
     )
+    per_class = components.assign(
+        split="train", labels="", metric="class_components", value=components["components"]
+    )[["layer", "subspaces", "variance", "class", "split", "labels", "metric", "value"]]
     model = model_accuracy.assign(
         layer="model", subspaces="", metric="model_accuracy", value=model_accuracy["accuracy"]
     )
-    rows = pd.concat([accuracy, totals, model], ignore_index=True)
+    times = layer_seconds[layer_seconds["subspaces"].isin(subspaces)]
+    times = times.assign(
+        metric=times["phase"].map({"build": "build_seconds", "inference": "inference_seconds"}),
+        split=times["split"].where(times["phase"] == "inference", "train"),
+        labels="",
+        value=times["seconds"],
+    )[["layer", "subspaces", "split", "labels", "metric", "value"]]
+    rows = pd.concat([accuracy, totals, per_class, model, times], ignore_index=True)
     for name, value in constants.items():
-        rows[name] = value
-    extra = [name for name in ("checkpoint", "epoch", "variance", "n") if name in rows]
+        if name == "variance" and name in rows:
+            rows[name] = rows[name].astype(float).fillna(value)
+        else:
+            rows[name] = value
+    rows["class"] = rows["class"].astype("Int64")  # whole numbers; <NA> off class rows
+    extra = [name for name in ("checkpoint", "epoch", "variance", "n", "class") if name in rows]
     return rows[list(RESULT_COLUMNS) + extra].reset_index(drop=True)
 
 
@@ -242,7 +251,7 @@ def run_experiment(
     ----------
     run_dir : path
         The training run (for ``exp3``: a run trained at p = 0).
-    experiment : {"exp1", "exp2", "exp3", "random-init", "early-stop"}
+    experiment : {"exp1", "exp2", "exp3", "random-init", "early-stop", "baselines", "retrain"}
     p : float, optional
         ``exp3`` only: the post-hoc corruption degree, drawn with the run's noise recipe and
         seed. Other experiments use the run's own p (an explicit different p is an error).
@@ -252,17 +261,23 @@ def run_experiment(
     -------
     pandas.DataFrame
         :data:`masc_fast.results_table.RESULT_COLUMNS` plus ``checkpoint``, ``epoch``,
-        ``variance`` and ``n``: MASC accuracy per layer, subspaces, split and scored labels;
-        total components per layer; the model's own accuracy (``layer="model"``).
+        ``variance``, ``n`` and ``class``: MASC accuracy per layer, subspaces, split and scored
+        labels (per threshold with ``settings.thresholds``); total components per layer
+        (``components``) and per class (``class_components``); the model's own accuracy
+        (``layer="model"``); each layer's fit (``build_seconds``) and scoring time per split
+        (``inference_seconds``).
     """
     from .corruption import noisy_labels
     from .data import dataset_info
-    from .train_run import RunConfig
 
     experiment = _check_experiment(experiment)
     settings = settings or ProbeSettings()
     run_dir = Path(run_dir)
-    config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = load_config(run_dir)
+    if experiment not in PROBE_EXPERIMENTS:
+        if p is not None and float(p) != float(config.p):
+            raise ValueError(f"{experiment} uses the run's own p = {config.p}, got p = {p}")
+        return _analysis(run_dir, experiment, settings)
     labels, tag = None, "run"
     if experiment == "exp3":
         if config.p != 0:
@@ -272,9 +287,9 @@ def run_experiment(
         if p is None:
             raise ValueError("exp3 needs the post-hoc corruption degree p")
         info = dataset_info(config.dataset)
-        true = np.load(run_dir / "labels.npz")["true"]
+        true, _ = load_labels(run_dir)
         labels = noisy_labels(
-            true,
+            true.numpy(),
             p,
             info.num_classes,
             recipe=config.noise_recipe,
@@ -293,10 +308,35 @@ def run_experiment(
         "seed": config.seed,
         "experiment": experiment,
         "checkpoint": checkpoint,
-        "epoch": _checkpoint_epoch(run_dir, checkpoint),
-        "variance": settings.variance,
+        "epoch": checkpoint_epoch(run_dir, checkpoint),
+        # rows without a threshold of their own: a sweep's apply to any threshold
+        "variance": settings.variance if settings.thresholds is None else float("nan"),
     }
     return _tidy(*tables, _SUBSPACES[experiment], constants)
+
+
+def _analysis(run_dir: Path, experiment: str, settings: ProbeSettings) -> pd.DataFrame:
+    """The baselines or the retraining of a run, with the probe's device and threshold."""
+    if experiment == "baselines":
+        from .baselines import run_baselines
+
+        return run_baselines(
+            run_dir,
+            device=settings.device,
+            progress=settings.progress,
+            bn_train_mode=settings.bn_train_mode,
+        )
+    from .retrain import retrain_run
+
+    return retrain_run(
+        run_dir,
+        variance=settings.variance,
+        device=settings.device,
+        resume=(run_dir / "retrain").exists(),
+        progress=settings.progress,
+        backend=settings.backend,
+        memory_budget=settings.memory_budget,
+    )
 
 
 def run_name(model: str, dataset: str, p: float, seed: int) -> str:

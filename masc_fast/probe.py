@@ -5,6 +5,10 @@ activations into per-layer :class:`GramAccumulator` s, one per label set ("corru
 labels the model was trained on, "true" when batches carry them too). After the fit, scoring
 passes run the training data and each evaluation split through the model again and score
 every layer against every fitted set of subspaces.
+
+With ``thresholds`` the subspaces are fitted once, at the largest fractional threshold, and
+every threshold is scored in the same passes from prefix sums over the eigen-ordered
+components (:mod:`masc_fast.threshold_scoring`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from .activation_store import STORE_DTYPES
 from .activations import ActivationTap, resolve_layers
 from .backends import select_backend
 from .fit_checkpoint import FitCheckpoint
-from .fit_pass import FitOptions, FitPass
+from .fit_pass import FitOptions, FitPass, LayerTimer
 from .phases import PhaseClock
 from .probe_batches import CORRUPTED, TRUE, Counter, labels_of, model_device, unpack
 from .results import ProbeResult
 from .strategy import default_memory_budget, parse_bytes
+from .threshold_scoring import ThresholdScorer, check_thresholds, fit_variance
 
 __all__ = ["probe"]
 
@@ -41,7 +46,8 @@ def probe(
     *,
     layers: Sequence[str] | Mapping[str, str] | None = None,
     num_classes: int | None = None,
-    variance: float = 0.99,
+    variance: float | None = None,
+    thresholds: Sequence[float] | None = None,
     device: torch.device | str | None = None,
     backend: str | None = "auto",
     progress: bool = True,
@@ -72,8 +78,19 @@ def probe(
         and every ReLU after a Linear. ``"input"`` names the model input.
     num_classes : int, optional
         K; defaults to the width of the model's output.
-    variance : float, default 0.99
-        Explained-variance threshold t (a whole number >= 1 = components per class).
+    variance : float, optional
+        Explained-variance threshold t, default 0.99 (a whole number >= 1 = components per
+        class).
+    thresholds : sequence of float, optional
+        Score every threshold in it instead of one ``variance`` (pass one or the other), e.g.
+        :data:`masc_fast.threshold_scoring.DEFAULT_THRESHOLDS`. Each class is eigendecomposed
+        once, at the largest fraction (or the largest count when there is no fraction;
+        :func:`~masc_fast.threshold_scoring.fit_variance`), and all thresholds are scored in
+        one pass per split from prefix sums of the projection energies (plain torch on any
+        device, whatever ``backend`` says for single-threshold scoring). A whole count larger
+        than the components the largest fraction kept for some class raises ``ValueError``
+        after the fit. ``ProbeResult.table`` and ``.components`` get one set of rows per
+        threshold (column ``variance``).
     device : torch.device or str, optional
         Where the model runs and the subspaces live; defaults to the model's device.
     backend : {"auto", "torch", "cpp", "triton", "reference"}
@@ -110,27 +127,41 @@ def probe(
     -------
     ProbeResult
         Tidy accuracy table, per-class component counts, captured variance and fit method,
-        model accuracies, strategies, time and peak memory per phase, and the subspaces.
+        model accuracies, strategies, time and peak memory per phase, build and inference
+        seconds per layer, and the subspaces.
 
     Raises
     ------
     ValueError
         NaN/Inf activations (naming layer and batch), labels outside ``[0, K)``, malformed
-        batches, unknown layer names, a resume whose loader replays other batches.
+        batches, unknown layer names, a resume whose loader replays other batches, both
+        ``variance`` and ``thresholds``, bad thresholds.
 
     Notes
     -----
     Memory: for ``gram`` layers ``K · d² · 8`` bytes per label set (freed after the fit); for
     stored layers the rows on disk (``N · d · 4`` bytes per layer) and chunks of at most an
     eighth of the budget in memory; plus the fitted float bases. Work: one forward pass to fit,
-    one per split to score.
+    one per split to score. Per-layer times (``ProbeResult.layer_seconds``) synchronise a CUDA
+    device around each timed layer, which costs a little overlap between layers.
 
     Example
     -------
     >>> result = masc_fast.probe(model, train_loader, {"test": test_loader})  # doctest: +SKIP
     >>> result.best_layer(split="test")  # doctest: +SKIP
+    >>> swept = masc_fast.probe(model, train_loader, thresholds=(0.5, 0.99, 1))  # doctest: +SKIP
+    >>> sorted(swept.table["variance"].unique())  # doctest: +SKIP
+    [0.5, 0.99, 1.0]
     """
-    variance = check_variance(variance)
+    if thresholds is not None:
+        if variance is not None:
+            raise ValueError(
+                f"pass variance={variance!r} or thresholds={thresholds!r}, not both (thresholds "
+                f"score every threshold, including a single one)"
+            )
+        thresholds = check_thresholds(thresholds)
+        variance = fit_variance(thresholds)
+    variance = check_variance(0.99 if variance is None else variance)
     check_precision(precision)
     if store_dtype not in STORE_DTYPES:
         raise TypeError(f"store_dtype must be torch.float32 or torch.float16, got {store_dtype}")
@@ -168,7 +199,9 @@ def probe(
             subspaces = fit.subspaces
             num_classes = next(iter(subspaces.values())).num_classes
             splits = {"train": train_loader, **dict(eval_loaders or {})}
-            scoring = _Scoring(backend, precision, set())
+            scoring = _Scoring(
+                backend, precision, set(), _scorers(subspaces, thresholds), LayerTimer(device)
+            )
             scores, zero_rows = _score_passes(
                 tap,
                 splits,
@@ -194,6 +227,10 @@ def probe(
         model_counter=fit.model_counter,
         backend=_backends_that_ran(fit.backends, scoring.ran),
         variance=variance,
+        thresholds=thresholds if thresholds is not None else (variance,),
+        cuts=_cuts(subspaces, scoring.scorers, variance),
+        build_seconds=fit.build_seconds,
+        inference_seconds=scoring.timer.seconds,
         fit_seconds=fitted - started,
         score_seconds=time.perf_counter() - fitted,
         strategies=fit.strategies,
@@ -245,12 +282,30 @@ class _Scoring:
     backend: str | None
     precision: str
     ran: set  # backends that scored a batch, filled as the passes go
+    scorers: dict | None  # (layer, label set) -> ThresholdScorer, with thresholds only
+    timer: LayerTimer  # (layer, label set, split) -> seconds of scoring, filled by the passes
+
+
+def _scorers(subspaces, thresholds) -> dict | None:
+    """Each fit's :class:`ThresholdScorer`, built (and checked) before any scoring pass."""
+    if thresholds is None:
+        return None
+    return {key: ThresholdScorer(fitted, thresholds) for key, fitted in subspaces.items()}
+
+
+def _cuts(subspaces, scorers, variance) -> dict:
+    """(layer, label set) -> [(threshold, ClassSubspaces cut at it)]."""
+    if scorers is None:
+        return {key: [(variance, fitted)] for key, fitted in subspaces.items()}
+    return {key: list(scorer.subspaces_at.items()) for key, scorer in scorers.items()}
 
 
 def _score_passes(
     tap, splits, subspaces, num_classes, device, scoring, progress, model_counter, clock
 ):
+    """Counts keyed (layer, label set, split, labels scored against, threshold)."""
     counter = Counter()
+    timer = scoring.timer
     zero_rows: dict[tuple[str, str], int] = {}
     for split, loader in splits.items():
         is_train = split == "train"
@@ -277,14 +332,28 @@ def _score_passes(
             with clock.phase("scoring"):
                 for (layer, fitted_on), fitted in subspaces.items():
                     bar.set_postfix_str(f"layer {layer}", refresh=False)
-                    result = fitted.score(
-                        activations[layer],
-                        backend=scoring.backend,
-                        batch=index,
-                        precision=scoring.precision,
-                    )
-                    scoring.ran.add(result.backend)
-                    for name, labels in label_sets.items():
-                        counter.add((layer, fitted_on, split, name), result.pred, labels)
+                    with timer.time((layer, fitted_on, split)):
+                        _score_layer(
+                            scoring, layer, fitted_on, fitted, activations[layer], index,
+                            split, label_sets, counter,
+                        )  # fmt: skip
         bar.close()
     return counter, zero_rows
+
+
+def _score_layer(scoring, layer, fitted_on, fitted, act, index, split, label_sets, counter):
+    """Score one batch of one layer against one fit (at every threshold) and count it."""
+    scorer = scoring.scorers[(layer, fitted_on)] if scoring.scorers is not None else None
+    if scorer is None:
+        result = fitted.score(
+            act, backend=scoring.backend, batch=index, precision=scoring.precision
+        )
+        scoring.ran.add(result.backend)
+        for name, labels in label_sets.items():
+            counter.add((layer, fitted_on, split, name, fitted.variance), result.pred, labels)
+        return
+    swept = scorer.score(act, batch=index, precision=scoring.precision)
+    scoring.ran.add("torch")  # the prefix-sum scoring is plain torch (threshold_scoring)
+    for threshold, pred in zip(swept.thresholds, swept.pred):
+        for name, labels in label_sets.items():
+            counter.add((layer, fitted_on, split, name, threshold), pred, labels)

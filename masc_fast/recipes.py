@@ -112,13 +112,12 @@ def _adam(lr, batch_size, target, cap=500):
 #: about 100 %) with the same 500-epoch cap as every other script.
 #:
 #: The offline rows (digits, MNIST-1D; MLP only, since the CNN, AlexNet and ResNet18 need
-#: 28/32/64-pixel images) are CPU-sized, not the authors': SGD with momentum 0.9, lr 0.05 and
-#: batch 64, the schedule of ``masc-fast demo`` (:class:`masc_fast.demo.DemoConfig`), because
-#: the paper's lr 1e-3 / batch 32 needs hundreds of epochs on these small sets. Measured on
-#: two CPU cores with the full MLP (seed 0, clean labels): digits reaches 100 % running train
-#: accuracy after 21 epochs (about 0.9 s each), MNIST-1D after 41 (about 3 s each). The cap is
-#: 100 epochs, which bounds a fully shuffled run (which these sets do not memorise that fast)
-#: to about 1.5 min on digits and 5 min on MNIST-1D.
+#: 28/32/64-pixel images) are CPU-sized, not the authors': Adam, lr 1e-3, batch 32, because the
+#: paper's premise is a model that memorises its corrupted labels, and on these small sets the
+#: authors' MLP schedule (SGD lr 1e-3) needs hundreds of epochs to do so while Adam needs about
+#: thirty. Measured on two CPU cores with the full MLP, seed 0, 30 epochs: digits at p = 0.4
+#: and 0.8 reached 97.3 % and 96.7 % running train accuracy on the corrupted labels, MNIST-1D
+#: at p = 0.4 98.1 %. The cap is 100 epochs.
 RECIPES: dict[tuple[str, str], TrainingRecipe] = {
     ("mlp", "mnist"): _sgd(1e-3, 32, 1.0),
     ("mlp", "cifar10"): _sgd(1e-3, 32, 1.0),
@@ -128,8 +127,8 @@ RECIPES: dict[tuple[str, str], TrainingRecipe] = {
     ("alexnet", "cifar100"): _adam(1e-4, 128, 0.991),
     ("alexnet", "tiny-imagenet"): _adam(1e-4, 500, 0.999),
     ("resnet18", "cifar10"): _sgd(1e-3, 32, 1.0),
-    ("mlp", "digits"): _sgd(0.05, 64, 1.0, cap=100),
-    ("mlp", "mnist1d"): _sgd(0.05, 64, 1.0, cap=100),
+    ("mlp", "digits"): _adam(1e-3, 32, 1.0, cap=100),
+    ("mlp", "mnist1d"): _adam(1e-3, 32, 1.0, cap=100),
 }
 
 
@@ -146,7 +145,7 @@ def training_recipe(model: str, dataset: str) -> TrainingRecipe:
     alexnet / cifar100            Adam   1e-4    --        128    0.991   500
     alexnet / tiny-imagenet       Adam   1e-4    --        500    0.999   500
     resnet18 / cifar10            SGD    1e-3    0.9       32     1.0     500
-    mlp / digits, mnist1d         SGD    0.05    0.9       64     1.0     100
+    mlp / digits, mnist1d         Adam   1e-3    --        32     1.0     100
     ============================  =====  ======  ========  =====  ======  ===
 
     Parameters

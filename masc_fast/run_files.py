@@ -16,6 +16,7 @@ import torch
 
 from ._io import atomic_path, atomic_write_text
 from ._version import __version__
+from .checkpoints import save_checkpoint
 from .recipes import TrainingRecipe
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "read_metrics",
     "remove_stale_tmp",
     "run_paths",
+    "save_snapshot",
     "write_labels",
     "write_metrics",
     "write_setup",
@@ -73,6 +75,17 @@ def run_paths(run_dir: Path) -> dict[str, Path]:
 def epoch_path(run_dir: Path, epoch: int) -> Path:
     """``checkpoints/epoch_{epoch:04d}.safetensors``."""
     return run_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors"
+
+
+def save_snapshot(path: Path, model: torch.nn.Module, *, epoch: int, kind: str, metrics: dict):
+    """A model-only checkpoint (no optimizer, no RNG) whose metadata says its kind and metrics.
+
+    What a run's ``init``, ``epoch_NNNN``, ``best`` and ``final`` checkpoints (and a retrain's
+    ``final``) hold; only ``last`` carries the optimizer and RNG states a resume needs.
+    """
+    return save_checkpoint(
+        path, model, epoch=epoch, metadata={"kind": kind, "metrics": metrics}, rng=False
+    )
 
 
 def recipe_document(recipe: TrainingRecipe) -> dict:
@@ -139,12 +152,16 @@ def check_run_dir(run_dir: Path, config: dict, recipe: TrainingRecipe, resume: b
     return "finished" if paths["summary"].is_file() else "resume"
 
 
-def remove_stale_tmp(run_dir: Path) -> None:
-    """Delete temporary files that a kill during an atomic write left in the run."""
+def remove_stale_tmp(run_dir: Path, pattern: re.Pattern = _STALE_TMP) -> None:
+    """Delete temporary files that a kill during an atomic write left in the run.
+
+    ``pattern`` matches their names in ``run_dir`` and ``run_dir/checkpoints``; the default is
+    a training run's (:mod:`masc_fast.retrain_files` passes a retrain's).
+    """
     for folder in (run_dir, run_dir / "checkpoints"):
         if folder.is_dir():
             for entry in folder.iterdir():
-                if _STALE_TMP.match(entry.name) and entry.is_file():
+                if pattern.match(entry.name) and entry.is_file():
                     entry.unlink()
 
 
@@ -171,13 +188,17 @@ def check_labels(path: Path, true_labels: np.ndarray, corrupted: np.ndarray, noi
         )
 
 
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    """``metrics.csv`` from the rows (floats as ``repr``, so they read back exactly)."""
+def write_metrics(path: Path, rows: list[dict], columns: tuple[str, ...] = METRIC_COLUMNS) -> None:
+    """``metrics.csv`` from the rows (floats as ``repr``, so they read back exactly).
+
+    ``columns`` are the CSV's columns, in order (default a training run's; a retrain passes
+    :data:`masc_fast.retrain_files.RETRAIN_METRIC_COLUMNS`); ``None`` values are written empty.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(METRIC_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row[key] is None else repr(row[key]) for key in METRIC_COLUMNS])
+        writer.writerow(["" if row[key] is None else repr(row[key]) for key in columns])
     atomic_write_text(path, buffer.getvalue())
 
 

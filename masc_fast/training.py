@@ -9,7 +9,6 @@ epoch whose running accuracy reaches the target, or after ``max_epochs``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import numbers
 import time
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from .epoch_passes import EpochStats, evaluate, model_device, train_epoch
 
 __all__ = ["EpochStats", "TrainHistory", "evaluate", "make_optimizer", "train_epoch", "train_until"]
 
@@ -117,15 +118,6 @@ def make_optimizer(
     return torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def _accuracy(model: nn.Module, loader, device: torch.device) -> float:
     """Eval-mode accuracy against each batch's last element (``y``, or ``y_true`` if present)."""
@@ -139,223 +131,6 @@ def _accuracy(model: nn.Module, loader, device: torch.device) -> float:
     if total == 0:
         raise ValueError("eval_loader yielded no samples")
     return correct.item() / total
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """One pass over a loader: mean loss and accuracies against both label sets.
-
-    Attributes
-    ----------
-    loss : float
-        Mean cross-entropy against the training labels ``y`` over all samples.
-    accuracy : float
-        Fraction of samples with ``argmax logits == y``, in [0, 1].
-    accuracy_true : float or None
-        Fraction with ``argmax logits == y_true`` when the loader yields ``(x, y, y_true)``;
-        ``None`` for ``(x, y)`` batches.
-    samples : int
-        Number of samples seen.
-    seconds : float
-        Wall-clock time of the pass.
-    """
-
-    loss: float
-    accuracy: float
-    accuracy_true: float | None
-    samples: int
-    seconds: float
-
-
-def _batch_bar(loader, progress: bool, description: str):
-    total = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(
-        loader, desc=description, total=total, unit="batch", leave=False, disable=not progress
-    )
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def train_epoch(
-    model: nn.Module,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: torch.device | str | None = None,
-    criterion: nn.Module | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    progress: bool = False,
-    description: str = "batches",
-) -> EpochStats:
-    """One training epoch in train mode, with the authors' running accuracy.
-
-    For each batch ``(x, y[, y_true])``: ``loss = CE(model(x), y)``, backward, optimiser
-    step; the logits from *before* the step are counted against ``y`` and, when present,
-    against ``y_true`` (so both running accuracies come from the same pass).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Put in train mode and trained in place (may be a ``torch.compile`` wrapper).
-    loader : iterable of tuples
-        ``(x, y)`` or ``(x, y, y_true)`` batches; ``y`` and ``y_true`` int64 of shape
-        ``(batch,)``.
-    optimizer : torch.optim.Optimizer
-    device : torch.device or str, optional
-        Where batches go; defaults to the device of the model's parameters.
-    criterion : torch.nn.Module, optional
-        Defaults to ``nn.CrossEntropyLoss()`` (mean over the batch).
-    autocast_dtype : torch.dtype, optional
-        Run forward and loss under ``torch.autocast(device.type, dtype)``, e.g.
-        ``torch.bfloat16`` on CUDA. ``None`` (default): full precision.
-    progress : bool, default False
-        A transient tqdm bar over the batches.
-    description : str, default "batches"
-        Label of that bar.
-
-    Returns
-    -------
-    EpochStats
-
-    Raises
-    ------
-    ValueError
-        If the loader yields no samples.
-
-    Notes
-    -----
-    Counts are accumulated on the device and read once at the end, so there is no host
-    synchronisation per batch.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from masc_fast.datasets import labelled_loader
-    >>> _ = torch.manual_seed(0)
-    >>> model = torch.nn.Linear(4, 2)
-    >>> x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
-    >>> stats = train_epoch(model, labelled_loader(x, y, y, batch_size=4),
-    ...                     torch.optim.SGD(model.parameters(), lr=0.1))
-    >>> stats.samples, stats.accuracy == stats.accuracy_true
-    (8, True)
-    """
-    start = time.perf_counter()
-    device = _model_device(model) if device is None else torch.device(device)
-    criterion = nn.CrossEntropyLoss() if criterion is None else criterion
-    model.train()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    correct_true = torch.zeros((), dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
-    total = 0
-    has_true = False
-    for batch in _batch_bar(loader, progress, description):
-        inputs, labels = batch[0].to(device), batch[1].to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, autocast_dtype):
-            logits = model(inputs)
-            loss = criterion(logits, labels)
-        loss.backward()
-        optimizer.step()
-        predicted = logits.detach().argmax(dim=1)
-        correct += (predicted == labels).sum()
-        if len(batch) > 2:
-            has_true = True
-            correct_true += (predicted == batch[2].to(device)).sum()
-        loss_sum += loss.detach().float() * labels.shape[0]
-        total += labels.shape[0]
-    if total == 0:
-        raise ValueError("the training loader yielded no samples")
-    return EpochStats(
-        loss=loss_sum.item() / total,
-        accuracy=correct.item() / total,
-        accuracy_true=correct_true.item() / total if has_true else None,
-        samples=total,
-        seconds=time.perf_counter() - start,
-    )
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader,
-    *,
-    device: torch.device | str | None = None,
-    criterion: nn.Module | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    progress: bool = False,
-    description: str = "eval",
-) -> EpochStats:
-    """Eval-mode loss and accuracies on a loader, without gradients.
-
-    Same batches and fields as :func:`train_epoch` (``loss`` and ``accuracy`` against ``y``,
-    ``accuracy_true`` against ``y_true`` when batches carry it), but the model is in eval mode
-    and nothing is updated. The model's train/eval mode is restored afterwards.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    loader : iterable of tuples
-        ``(x, y)`` or ``(x, y, y_true)`` batches.
-    device, criterion, autocast_dtype, progress, description
-        As in :func:`train_epoch`.
-
-    Returns
-    -------
-    EpochStats
-
-    Raises
-    ------
-    ValueError
-        If the loader yields no samples.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from masc_fast.datasets import labelled_loader
-    >>> model = torch.nn.Linear(4, 2)
-    >>> x = torch.randn(6, 4)
-    >>> y = model(x).argmax(dim=1)
-    >>> evaluate(model, labelled_loader(x, y, batch_size=4)).accuracy
-    1.0
-    """
-    start = time.perf_counter()
-    device = _model_device(model) if device is None else torch.device(device)
-    criterion = nn.CrossEntropyLoss() if criterion is None else criterion
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    correct_true = torch.zeros((), dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
-    total = 0
-    has_true = False
-    try:
-        for batch in _batch_bar(loader, progress, description):
-            inputs, labels = batch[0].to(device), batch[1].to(device)
-            with _autocast(device, autocast_dtype):
-                logits = model(inputs)
-                loss = criterion(logits, labels)
-            predicted = logits.argmax(dim=1)
-            correct += (predicted == labels).sum()
-            if len(batch) > 2:
-                has_true = True
-                correct_true += (predicted == batch[2].to(device)).sum()
-            loss_sum += loss.float() * labels.shape[0]
-            total += labels.shape[0]
-    finally:
-        model.train(was_training)
-    if total == 0:
-        raise ValueError("the evaluation loader yielded no samples")
-    return EpochStats(
-        loss=loss_sum.item() / total,
-        accuracy=correct.item() / total,
-        accuracy_true=correct_true.item() / total if has_true else None,
-        samples=total,
-        seconds=time.perf_counter() - start,
-    )
 
 
 def train_until(
@@ -446,7 +221,7 @@ def train_until(
         raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}")
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}")
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     criterion = nn.CrossEntropyLoss()
     was_training = model.training
 

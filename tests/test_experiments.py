@@ -191,3 +191,111 @@ def test_run_cell_trains_what_a_sweep_cell_needs(tmp_path):
     assert (tmp_path / "runs" / "mlp-digits-p0-s0" / "summary.json").exists()
     assert not (tmp_path / "runs" / "mlp-digits-p0.2-s0").exists()  # exp3 needs only p = 0
     assert set(rows["p"]) == {0.2}
+
+
+# ---------------------------------------------------------------- threshold sweep and layer times
+
+SWEEP_SETTINGS = ProbeSettings(
+    thresholds=(0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1), progress=False
+)
+
+
+def test_threshold_sweep_rows_one_set_per_threshold(noisy_run):
+    from masc_fast.results_table import tidy_rows
+
+    rows = run_experiment(noisy_run, "exp1", settings=SWEEP_SETTINGS)
+    tidy_rows(rows)  # the schema holds
+    masc = rows[rows["metric"] == "accuracy"]
+    assert sorted(masc["variance"].unique()) == [0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0]
+    assert masc.groupby("variance").size().eq(5 * 3).all()  # layers × (split, labels)
+    totals = rows[rows["metric"] == "components"].set_index(["layer", "variance"])["value"]
+    per_class = rows[rows["metric"] == "class_components"]
+    assert per_class.groupby(["layer", "variance"]).size().eq(10).all()
+    assert per_class["class"].tolist() == list(range(10)) * (5 * 8)
+    sums = per_class.groupby(["layer", "variance"])["value"].sum()
+    pd.testing.assert_series_equal(sums.sort_index(), totals.sort_index(), check_names=False)
+    assert set(per_class.loc[per_class["variance"] == 1.0, "value"]) == {1}
+    assert rows.loc[rows["metric"] == "model_accuracy", "variance"].isna().all()
+
+    x_train, x_test, train, test = _activations(noisy_run, "final", "fc1")
+    corrupted = np.load(noisy_run / "labels.npz")["corrupted"]
+    for threshold in (1, 0.5):
+        bases = fit_subspaces_ref(x_train, corrupted, 10, threshold)
+        expected = float((predict_ref(x_test, bases) == test.labels.numpy()).mean())
+        got = _value(masc, layer="fc1", split="test", variance=threshold)
+        assert abs(got - expected) <= 2 / len(x_test), threshold
+        counts = per_class[(per_class["layer"] == "fc1") & (per_class["variance"] == threshold)]
+        assert counts["value"].tolist() == [b.shape[1] for b in bases]
+    single = run_experiment(noisy_run, "exp1", settings=SETTINGS)
+    for split, labels in [("train", "corrupted"), ("test", "true")]:
+        alone = _value(
+            single[single["metric"] == "accuracy"], layer="fc2", split=split, labels=labels
+        )
+        swept = _value(masc, layer="fc2", split=split, labels=labels, variance=0.99)
+        assert abs(swept - alone) <= 2 / 1000
+
+
+def test_layer_time_rows_per_layer_and_split(noisy_run):
+    rows = run_experiment(noisy_run, "exp2", settings=SETTINGS)
+    build = rows[rows["metric"] == "build_seconds"]
+    inference = rows[rows["metric"] == "inference_seconds"]
+    layers = ["input", "fc1", "fc2", "fc3", "fc4"]
+    assert build["layer"].tolist() == layers and set(build["subspaces"]) == {"true"}
+    assert (build["value"] > 0).all() and set(build["split"]) == {"train"}
+    assert sorted(zip(inference["layer"], inference["split"])) == sorted(
+        (layer, split) for layer in layers for split in ("train", "test")
+    )
+    assert (inference["value"] > 0).all() and set(inference["labels"]) == {""}
+    assert set(rows.loc[rows["metric"].str.endswith("_seconds"), "variance"]) == {0.99}
+    per_class = rows[rows["metric"] == "class_components"]
+    assert set(per_class["variance"]) == {0.99} and len(per_class) == 5 * 10
+
+
+def test_cli_probe_thresholds(noisy_run, tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    code = main(
+        ["probe", "--run", str(noisy_run), "--experiment", "exp1", "--thresholds", "1", "0.5",
+         "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    rows = pd.read_csv(out)
+    assert set(rows.loc[rows["metric"] == "accuracy", "variance"]) == {0.5, 1.0}
+    assert "variance" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["probe", "--run", str(noisy_run), "--variance", "0.9", "--thresholds", "0.5"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_probe_settings_thresholds_are_validated_and_keyed():
+    settings = ProbeSettings(thresholds=[0.99, 0.5])
+    assert settings.thresholds == (0.5, 0.99)
+    assert settings.cache_key() != ProbeSettings().cache_key()
+    assert settings.cache_key() == ProbeSettings(thresholds=(0.5, 0.99), variance=0.3).cache_key()
+    with pytest.raises(ValueError, match=r"thresholds\[0\] must be > 0"):
+        ProbeSettings(thresholds=[0])
+
+
+def test_baselines_run_as_an_experiment(noisy_run):
+    rows = run_experiment(noisy_run, "baselines", settings=SETTINGS)
+    assert set(rows["experiment"]) == {"baselines"}
+    assert set(rows["probe"]) == {"logistic_regression", "ncm", "knn", "lda", "qda"}
+    assert "input" not in set(rows["layer"])
+
+
+def test_retrain_runs_as_an_experiment_with_the_probe_settings(noisy_run, monkeypatch):
+    import masc_fast.retrain as retrain
+
+    seen = {}
+
+    def fake_retrain_run(run_dir, **options):
+        seen.update(options, run_dir=run_dir)
+        return pd.DataFrame({"experiment": ["retrain"]})
+
+    monkeypatch.setattr(retrain, "retrain_run", fake_retrain_run)
+    settings = ProbeSettings(variance=0.9, progress=False, device="cpu")
+    rows = run_experiment(noisy_run, "retrain", settings=settings)
+    assert list(rows["experiment"]) == ["retrain"]
+    assert seen["run_dir"] == noisy_run and seen["variance"] == 0.9 and seen["device"] == "cpu"
+    assert seen["resume"] is False  # nothing retrained yet in this run
+    with pytest.raises(ValueError, match="uses the run's own p = 0.4"):
+        run_experiment(noisy_run, "retrain", p=0.8, settings=settings)

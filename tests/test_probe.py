@@ -115,6 +115,7 @@ def test_table_columns_and_rows(result):
         "subspaces",
         "split",
         "labels",
+        "variance",
         "accuracy",
         "n",
         "components",

@@ -31,18 +31,9 @@ def test_training_recipe_matches_spec_table(model, dataset):
 
 
 @pytest.mark.parametrize("dataset", ["digits", "mnist1d"])
-def test_training_recipe_offline_sets_use_the_demo_schedule(dataset):
-    from masc_fast.demo import DemoConfig
-
-    demo = DemoConfig()
+def test_training_recipe_offline_sets_use_adam_to_memorise_on_a_cpu(dataset):
     recipe = training_recipe("mlp", dataset)
-    assert (recipe.optimizer, recipe.lr, recipe.momentum, recipe.batch_size) == (
-        "sgd",
-        demo.learning_rate,
-        demo.momentum,
-        demo.batch_size,
-    )
-    assert recipe.target_accuracy == 1.0 and recipe.max_epochs == 100
+    assert recipe == TrainingRecipe("adam", 1e-3, None, 32, 1.0, 100)
 
 
 def test_training_recipe_table_has_nothing_else():
