@@ -96,7 +96,12 @@ def legend_once(figure, axes) -> None:
     handles, labels = best.get_legend_handles_labels()
     if handles:
         best.legend(handles, labels, fontsize=7, loc="best")
-    figure.tight_layout()
+    fit_layout(figure)
+
+
+def fit_layout(figure) -> None:
+    """``tight_layout`` that leaves the top 0.35 inch to the suptitle (it ignores it)."""
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / figure.get_figheight()))
 
 
 def close(figure) -> None:

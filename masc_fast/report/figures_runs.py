@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._plot import draw_line, grid, layer_axis, layer_stats, legend_once
+from ._plot import draw_line, fit_layout, grid, layer_axis, layer_stats, legend_once
 from ._rows import RETRAIN_EXPERIMENTS, at_variance, layer_order, one_model, p_values, select
 from .aggregate import aggregate_seeds
 
@@ -230,7 +230,7 @@ def components_figure(
             ax.set_xlim(-0.6, len(layers) - 0.4)
             ax.set_title(f"p = {p:.1f}: {name} subspaces", fontsize=9)
     figure.suptitle(f"{model} / {dataset}: components per class (t = 0.99)", fontsize=10)
-    figure.tight_layout()
+    fit_layout(figure)
     return figure
 
 
