@@ -120,6 +120,7 @@ def probe_run(
     checkpoint: str = "final",
     labels: np.ndarray | None = None,
     settings: ProbeSettings | None = None,
+    activation_dir: str | Path | None = None,
 ):
     """Probe one checkpoint of a training run with MASC on every paper layer.
 
@@ -133,6 +134,10 @@ def probe_run(
         Training labels to fit the "corrupted" subspaces on; default the run's own corrupted
         labels (``labels.npz``). The true labels always ride along for the "true" subspaces.
     settings : ProbeSettings, optional
+    activation_dir : path, optional
+        Where the probe keeps its shards and fit-pass checkpoint; a probe killed in its fit
+        pass continues from that checkpoint when called again with the same directory (and
+        the same batch size). Default: a temporary directory, nothing to resume.
 
     Returns
     -------
@@ -146,6 +151,7 @@ def probe_run(
         If the run's true labels do not match the dataset as loaded now.
     """
     from .data import BatchLoader
+    from .fit_checkpoint import FitCheckpoint
     from .models.batchnorm import batchnorm_per_sample
     from .probe import probe
 
@@ -172,6 +178,8 @@ def probe_run(
             backend=settings.backend,
             memory_budget=settings.memory_budget,
             progress=settings.progress,
+            activation_dir=activation_dir,
+            resume=activation_dir is not None and FitCheckpoint(Path(activation_dir)).exists(),
         )
 
 
@@ -183,7 +191,10 @@ def _probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: Pr
     if all((folder / f"{name}.csv").exists() for name in names):
         logger.info("reusing probe tables in %s", folder)
         return tuple(pd.read_csv(folder / f"{name}.csv") for name in names)
-    result = probe_run(run_dir, checkpoint=checkpoint, labels=labels, settings=settings)
+    result = probe_run(
+        run_dir, checkpoint=checkpoint, labels=labels, settings=settings,
+        activation_dir=folder / "store",
+    )  # fmt: skip
     tables = (result.table, result.components, result.model_accuracy, result.layer_seconds)
     for name, frame in zip(names, tables):  # each atomic; a partial cache is recomputed
         atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))

@@ -299,3 +299,25 @@ def test_retrain_runs_as_an_experiment_with_the_probe_settings(noisy_run, monkey
     assert seen["resume"] is False  # nothing retrained yet in this run
     with pytest.raises(ValueError, match="uses the run's own p = 0.4"):
         run_experiment(noisy_run, "retrain", p=0.8, settings=settings)
+
+
+def test_probe_run_resumes_a_probe_killed_in_its_fit_pass(noisy_run, tmp_path, monkeypatch):
+    import importlib
+
+    from masc_fast.fit_checkpoint import FitCheckpoint
+
+    probe_module = importlib.import_module("masc_fast.probe")  # the package re-exports probe()
+    calls = []
+    monkeypatch.setattr(probe_module, "probe", lambda *a, **kw: calls.append(kw))
+    store = tmp_path / "store"
+    experiments.probe_run(noisy_run, settings=SETTINGS, activation_dir=store)
+    store.mkdir(exist_ok=True)
+    FitCheckpoint(store).manifest_path.write_text("{}")  # what a killed fit pass leaves
+    experiments.probe_run(noisy_run, settings=SETTINGS, activation_dir=store)
+    assert [(c["activation_dir"], c["resume"]) for c in calls] == [(store, False), (store, True)]
+
+
+def test_run_experiment_leaves_no_shards_behind(noisy_run):
+    run_experiment(noisy_run, "exp1", settings=ProbeSettings(variance=0.75, progress=False))
+    stores = list((noisy_run / "probes").glob("*/store"))
+    assert stores and not any(path.is_file() for store in stores for path in store.rglob("*"))
