@@ -37,11 +37,13 @@ __all__ = ["EXPERIMENTS", "ProbeSettings", "probe_run", "run_cell", "run_experim
 
 logger = logging.getLogger(__name__)
 
-#: The MASC probes of this module, then the two analyses that live in their own modules:
-#: ``baselines`` (:mod:`masc_fast.baselines`, SPEC §7.2) and ``retrain`` (:mod:`masc_fast.retrain`,
-#: SPEC §6: both variants, corrupted- and true-label relabels), so a sweep can run them all.
+#: The MASC probes of this module, then the analyses that live in their own modules:
+#: ``baselines`` (:mod:`masc_fast.baselines`, SPEC §7.2) and the two retraining variants
+#: (:mod:`masc_fast.retrain`, SPEC §6: ``retrain`` ≤ 30 epochs with early stopping,
+#: ``retrain-10`` 10 epochs; each with corrupted- and true-label relabels), so a sweep can
+#: run them all.
 PROBE_EXPERIMENTS = ("exp1", "exp2", "exp3", "random-init", "early-stop")
-EXPERIMENTS = (*PROBE_EXPERIMENTS, "baselines", "retrain")
+EXPERIMENTS = (*PROBE_EXPERIMENTS, "baselines", "retrain", "retrain-10")
 
 #: Which checkpoint of a run each experiment probes, and which subspaces it reports.
 _CHECKPOINT = {
@@ -262,7 +264,8 @@ def run_experiment(
     ----------
     run_dir : path
         The training run (for ``exp3``: a run trained at p = 0).
-    experiment : {"exp1", "exp2", "exp3", "random-init", "early-stop", "baselines", "retrain"}
+    experiment : str
+        One of :data:`EXPERIMENTS`.
     p : float, optional
         ``exp3`` only: the post-hoc corruption degree, drawn with the run's noise recipe and
         seed. Other experiments use the run's own p (an explicit different p is an error).
@@ -327,7 +330,7 @@ def run_experiment(
 
 
 def _analysis(run_dir: Path, experiment: str, settings: ProbeSettings) -> pd.DataFrame:
-    """The baselines or the retraining of a run, with the probe's device and threshold."""
+    """The baselines or one retraining variant of a run, with the probe's device and threshold."""
     if experiment == "baselines":
         from .baselines import run_baselines
 
@@ -341,6 +344,7 @@ def _analysis(run_dir: Path, experiment: str, settings: ProbeSettings) -> pd.Dat
 
     return retrain_run(
         run_dir,
+        variants=(experiment,),
         variance=settings.variance,
         device=settings.device,
         resume=(run_dir / "retrain").exists(),

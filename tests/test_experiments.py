@@ -296,7 +296,10 @@ def test_retrain_runs_as_an_experiment_with_the_probe_settings(noisy_run, monkey
     rows = run_experiment(noisy_run, "retrain", settings=settings)
     assert list(rows["experiment"]) == ["retrain"]
     assert seen["run_dir"] == noisy_run and seen["variance"] == 0.9 and seen["device"] == "cpu"
+    assert seen["variants"] == ("retrain",)
     assert seen["resume"] is False  # nothing retrained yet in this run
+    run_experiment(noisy_run, "retrain-10", settings=settings)
+    assert seen["variants"] == ("retrain-10",)
     with pytest.raises(ValueError, match="uses the run's own p = 0.4"):
         run_experiment(noisy_run, "retrain", p=0.8, settings=settings)
 
