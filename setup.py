@@ -147,7 +147,10 @@ setup(
     packages=[*find_packages(include=["masc_fast", "masc_fast.*"]), "masc_fast.kernels"],
     package_dir={"masc_fast.kernels": "kernels"},
     # The authors' reference numbers (`masc-fast verify-reference`) and the example sweep grids.
-    package_data={"masc_fast": ["reference_data/*.csv", "sweeps/*.toml"]},
+    package_data={
+        "masc_fast.pipeline.experiments": ["reference_data/*.csv"],
+        "masc_fast.pipeline.sweeps": ["grids/*.toml"],
+    },
     ext_modules=ext_modules,
     cmdclass={"build_ext": CMakeBuild},
     zip_safe=False,

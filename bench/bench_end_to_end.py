@@ -20,7 +20,7 @@ import torch
 from masc_fast import GramAccumulator
 from masc_fast.backends import available
 from masc_fast.reference import fit_subspaces_ref, predict_ref
-from masc_fast.synthetic import structured_classes
+from masc_fast.testing.synthetic import structured_classes
 
 SHAPES = {
     "n60000-d784-k10": (60000, 784, 10),

@@ -5,7 +5,7 @@ The three torch forms of ``gram_update`` (``masc_fast.backends.torch_ops``) on t
 class into (K, m_max, d), one ``bmm``) and ``onehot`` (one-hot weighted rows, one GEMM per
 chunk of classes, no sort). float32 rows into a float64 Gram, as ``GramAccumulator`` flushes
 them; classes balanced up to rounding (labels ``i mod K``, shuffled). One group per shape and
-device; ``masc_fast.gram_forms`` cites the winners.
+device; ``masc_fast.backends.gram_forms`` cites the winners.
 
 Rate: GFLOP/s of useful work, 2·n·d² (each row's outer product once) over the median time; the
 one-hot form really does K× that work (it multiplies the other classes' rows by zero), and the

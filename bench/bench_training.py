@@ -20,8 +20,8 @@ import torch
 
 from masc_fast.data import BatchLoader, dataset_info
 from masc_fast.models import build_model
-from masc_fast.recipes import training_recipe
-from masc_fast.training import make_optimizer
+from masc_fast.pipeline.runs.recipes import training_recipe
+from masc_fast.pipeline.runs.training import make_optimizer
 
 STEPS = int(os.environ.get("MASC_FAST_BENCH_STEPS", "5"))
 

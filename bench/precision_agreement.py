@@ -27,10 +27,10 @@ import platform
 import numpy as np
 import torch
 
-from masc_fast.datasets import load_digits_split, load_mnist1d
-from masc_fast.noisy_mlp import noisy_mlp_activations
+from masc_fast.data.in_memory import load_digits_split, load_mnist1d
 from masc_fast.reference import fit_subspaces_ref, predict_ref
-from masc_fast.synthetic import structured_classes
+from masc_fast.testing.noisy_mlp import noisy_mlp_activations
+from masc_fast.testing.synthetic import structured_classes
 
 PRECISIONS = ("fp32", "tf32", "tf32x3", "bf16")
 

@@ -5,12 +5,12 @@ explain 99 % of the class's (uncentred) variance and predicts ``argmax_k â€–U_ká
 the class whose subspace is at the smallest angle to ``x``.
 """
 
-from ._version import __version__
-from .accumulator import EmptyClassWarning, GramAccumulator
-from .backends import BackendUnavailableError
-from .estimator import MASCClassifier
-from .probe import ProbeResult, probe
-from .subspace import ClassSubspaces
+from masc_fast._version import __version__
+from masc_fast.accumulator import EmptyClassWarning, GramAccumulator
+from masc_fast.backends import BackendUnavailableError
+from masc_fast.estimator import MASCClassifier
+from masc_fast.probe import ProbeResult, probe
+from masc_fast.subspace import ClassSubspaces
 
 __all__ = [
     "__version__",

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from .backends import PRECISIONS
+from masc_fast.backends import PRECISIONS
 
 __all__ = [
     "as_tensor",

@@ -13,11 +13,11 @@ import warnings
 
 import torch
 
-from ._validation import as_tensor, check_activations, check_labels, check_variance, where
-from .backends import get_backend, select_backend
-from .eigensolvers import ClassEigen, class_eigh
-from .eigensolvers_batched import class_eigh_batched
-from .subspace import ClassSubspaces
+from masc_fast._validation import as_tensor, check_activations, check_labels, check_variance, where
+from masc_fast.backends import get_backend, select_backend
+from masc_fast.linalg.batched import class_eigh_batched
+from masc_fast.linalg.eigensolvers import ClassEigen, class_eigh
+from masc_fast.subspace import ClassSubspaces
 
 __all__ = ["EmptyClassWarning", "GramAccumulator"]
 
@@ -188,9 +188,9 @@ class GramAccumulator:
 
         ``variance`` in (0, 1) is the explained-variance threshold t; a whole number >= 1 is a
         fixed number of components per class. ``method`` chooses the eigensolver ("auto",
-        "exact", "partial"; see :mod:`masc_fast.eigensolvers`). ``batched``: solve the classes
+        "exact", "partial"; see :mod:`masc_fast.linalg.eigensolvers`). ``batched``: solve the classes
         the rule sends to the partial solver all at once
-        (:func:`~masc_fast.eigensolvers.class_eigh_batched`; exact eigh for any it gives up
+        (:func:`~masc_fast.linalg.eigensolvers.class_eigh_batched`; exact eigh for any it gives up
         on); ``None`` (default) batches when the Grams are on CUDA, where K small per-class
         solves would each launch their own kernels. Same components either way, up to ``tol``.
         Classes without rows, or whose rows are all zero, are left out with a warning.

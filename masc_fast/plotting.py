@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ._io import atomic_path  # noqa: E402
+from masc_fast._io import atomic_path  # noqa: E402
 
 __all__ = ["plot_probe_result", "plot_probe_grid", "save_figure"]
 

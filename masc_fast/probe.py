@@ -8,7 +8,7 @@ every layer against every fitted set of subspaces.
 
 With ``thresholds`` the subspaces are fitted once, at the largest fractional threshold, and
 every threshold is scored in the same passes from prefix sums over the eigen-ordered
-components (:mod:`masc_fast.threshold_scoring`).
+components (:mod:`masc_fast.probing.threshold_scoring`).
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validation import as_tensor, check_precision, check_variance
-from .activation_store import STORE_DTYPES
-from .activations import ActivationTap, resolve_layers
-from .backends import select_backend
-from .fit_checkpoint import FitCheckpoint
-from .fit_pass import FitOptions, FitPass, LayerTimer
-from .phases import PhaseClock
-from .probe_batches import CORRUPTED, TRUE, Counter, labels_of, model_device, unpack
-from .results import ProbeResult
-from .strategy import default_memory_budget, parse_bytes
-from .threshold_scoring import ThresholdScorer, check_thresholds, fit_variance
+from masc_fast._validation import as_tensor, check_precision, check_variance
+from masc_fast.activations import ActivationTap, resolve_layers
+from masc_fast.backends import select_backend
+from masc_fast.probing.activation_store import STORE_DTYPES
+from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, model_device, unpack
+from masc_fast.probing.fit_checkpoint import FitCheckpoint
+from masc_fast.probing.fit_pass import FitOptions, FitPass, LayerTimer
+from masc_fast.probing.phases import PhaseClock
+from masc_fast.probing.strategy import default_memory_budget, parse_bytes
+from masc_fast.probing.threshold_scoring import ThresholdScorer, check_thresholds, fit_variance
+from masc_fast.results import ProbeResult
 
 __all__ = ["probe"]
 
@@ -83,9 +83,9 @@ def probe(
         class).
     thresholds : sequence of float, optional
         Score every threshold in it instead of one ``variance`` (pass one or the other), e.g.
-        :data:`masc_fast.threshold_scoring.DEFAULT_THRESHOLDS`. Each class is eigendecomposed
+        :data:`masc_fast.probing.threshold_scoring.DEFAULT_THRESHOLDS`. Each class is eigendecomposed
         once, at the largest fraction (or the largest count when there is no fraction;
-        :func:`~masc_fast.threshold_scoring.fit_variance`), and all thresholds are scored in
+        :func:`~masc_fast.probing.threshold_scoring.fit_variance`), and all thresholds are scored in
         one pass per split from prefix sums of the projection energies (plain torch on any
         device, whatever ``backend`` says for single-threshold scoring). A whole count larger
         than the components the largest fraction kept for some class raises ``ValueError``
@@ -100,12 +100,12 @@ def probe(
     accumulate_dtype : torch.dtype, default torch.float64
         Gram accumulation dtype.
     eigensolver : {"auto", "exact", "partial"}
-        See :mod:`masc_fast.eigensolvers` (``gram`` layers).
+        See :mod:`masc_fast.linalg.eigensolvers` (``gram`` layers).
     precision : {"fp32", "tf32", "tf32x3", "bf16"}
         Products of the scoring GEMM (:data:`masc_fast.backends.PRECISIONS`); the reduced modes
         are for GPUs (triton, torch backends).
     strategy : {"auto", "gram", "stored", "gram_trick", "randomized"} or mapping layer → one
-        How each layer is fitted (:mod:`masc_fast.strategy`): streamed Grams, or rows stored on
+        How each layer is fitted (:mod:`masc_fast.probing.strategy`): streamed Grams, or rows stored on
         disk and fitted per class by the Gram trick or randomized PCA. ``auto`` streams Grams
         where ``K·d²`` fits half of ``memory_budget``. Reported in ``ProbeResult.strategies``.
     memory_budget : int or str, optional

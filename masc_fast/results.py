@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._io import atomic_write_text
+from masc_fast._io import atomic_write_text
 
 __all__ = ["ProbeResult"]
 
@@ -67,7 +67,7 @@ class ProbeResult:
     thresholds : tuple of float
         Every threshold in :attr:`table` (``(variance,)`` for a single threshold).
     strategies : dict
-        ``{layer: strategy}`` (:mod:`masc_fast.strategy`): how each layer was fitted.
+        ``{layer: strategy}`` (:mod:`masc_fast.probing.strategy`): how each layer was fitted.
     phases : pandas.DataFrame
         Per phase (forward, gram, eigensolve, scoring): ``seconds``, ``peak_rss_mb`` (whole
         process) and ``peak_gpu_mb`` (allocated on the device; NaN on CPU).
@@ -268,7 +268,7 @@ class ProbeResult:
         Drawn at :attr:`variance`. Returns the matplotlib figure; with ``path`` it is also
         saved (atomically).
         """
-        from .plotting import plot_probe_result, save_figure
+        from masc_fast.plotting import plot_probe_result, save_figure
 
         # the chart draws one line per (split, labels): give it one threshold's rows
         figure = plot_probe_result(replace(self, table=self._at_variance()), title=title)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validation import check_precision
-from .backends import PRECISIONS, get_backend, select_backend
+from masc_fast._validation import check_precision
+from masc_fast.backends import PRECISIONS, get_backend, select_backend
 
 __all__ = ["PRECISIONS", "ScoreResult", "score_rows", "scores_to_angles", "compute_dtype"]
 

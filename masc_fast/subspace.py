@@ -14,11 +14,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ._io import atomic_path
-from ._validation import as_tensor, check_activations, check_variance
-from ._version import __version__
-from .eigensolvers import ClassEigen, components_for_variance
-from .scoring import ScoreResult, compute_dtype, score_rows, scores_to_angles
+from masc_fast._io import atomic_path
+from masc_fast._validation import as_tensor, check_activations, check_variance
+from masc_fast._version import __version__
+from masc_fast.linalg.eigensolvers import ClassEigen, components_for_variance
+from masc_fast.scoring import ScoreResult, compute_dtype, score_rows, scores_to_angles
 
 __all__ = ["ClassSubspaces"]
 

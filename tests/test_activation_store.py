@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from masc_fast.activation_store import LayerShards
+from masc_fast.probing.activation_store import LayerShards
 
 
 def _fill(root, x, primary, other, *, dtype=torch.float32, batch=37, stage_bytes=2000):

@@ -21,8 +21,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-import masc_fast.baselines.run as baselines_run
-from masc_fast.baselines import (
+import masc_fast.pipeline.experiments.baselines.run as baselines_run
+from masc_fast.cli.baselines import register
+from masc_fast.data import load_dataset
+from masc_fast.data.in_memory import load_digits_split
+from masc_fast.models import MLP, build_model
+from masc_fast.pipeline.experiments.baselines import (
     EXTRA_COLUMNS,
     PROBE_NAMES,
     KNeighborsProbe,
@@ -34,15 +38,11 @@ from masc_fast.baselines import (
     run_baselines,
     split_activations,
 )
-from masc_fast.checkpoints import load_model_weights
-from masc_fast.cli_baselines import register
-from masc_fast.data import load_dataset
-from masc_fast.datasets import load_digits_split
-from masc_fast.models import MLP, build_model
-from masc_fast.results_table import RESULT_COLUMNS
-from masc_fast.run_config import RunConfig
-from masc_fast.run_loading import load_run
-from masc_fast.train_run import train_run
+from masc_fast.pipeline.results_table import RESULT_COLUMNS
+from masc_fast.pipeline.runs.checkpoints import load_model_weights
+from masc_fast.pipeline.runs.config import RunConfig
+from masc_fast.pipeline.runs.loading import load_run
+from masc_fast.pipeline.runs.train import train_run
 
 # Cosine similarities of float32 rows are exact to a few float32 ulps (≈ 1e-7 at |s| ≤ 1);
 # labels may differ from the float64 reference only where the deciding gap is below this.

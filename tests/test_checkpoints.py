@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from masc_fast.checkpoints import (
+from masc_fast.models import MLP
+from masc_fast.pipeline.runs.checkpoints import (
     checkpoint_metadata,
     load_checkpoint,
     load_model_weights,
     save_checkpoint,
 )
-from masc_fast.models import MLP
 
 
 def _problem(seed=0):

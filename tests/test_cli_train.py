@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-import masc_fast.train_run as train_run_module
-from masc_fast.cli_train import register, run
+import masc_fast.pipeline.runs.train as train_run_module
+from masc_fast.cli.train import register, run
 from masc_fast.models import MLP
-from masc_fast.run_files import read_metrics
+from masc_fast.pipeline.runs.files import read_metrics
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from masc_fast.corruption import NOISE_RECIPES, corrupt_labels, noisy_labels
+from masc_fast.data.corruption import NOISE_RECIPES, corrupt_labels, noisy_labels
 
 PROBABILITIES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 

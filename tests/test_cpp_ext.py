@@ -315,7 +315,7 @@ def test_real_digits_scores_and_gram(ext, one_blas_thread, digits, dtype, thread
 @pytest.mark.skipif(not HAS_MNIST1D, reason="the optional 'mnist1d' package is not installed")
 @pytest.mark.parametrize("dtype", _DTYPES)
 def test_real_mnist1d_scores_and_gram(ext, one_blas_thread, dtype):
-    from masc_fast.datasets import load_mnist1d
+    from masc_fast.data.in_memory import load_mnist1d
 
     x_train, y_train, x_test, _ = load_mnist1d()
     x_train, y_train = np.asarray(x_train), np.asarray(y_train, dtype=np.int64)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from masc_fast.data import DATASET_NAMES, DatasetInfo, LabelledSplit, dataset_info, load_dataset
-from masc_fast.datasets import load_digits_split, load_mnist1d
+from masc_fast.data.in_memory import load_digits_split, load_mnist1d
 
 # SPEC §2, typed out by hand: classes, sizes, per-sample shape, Normalize constants.
 EXPECTED = {

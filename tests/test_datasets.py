@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from masc_fast.datasets import labelled_loader, load_digits_split, load_mnist1d
+from masc_fast.data.in_memory import labelled_loader, load_digits_split, load_mnist1d
 
 HAS_MNIST1D = importlib.util.find_spec("mnist1d") is not None
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from masc_fast.cli import main
-from masc_fast.results_table import RESULT_COLUMNS, load_results
+from masc_fast.pipeline.results_table import RESULT_COLUMNS, load_results
 
 
 @pytest.fixture(scope="module")

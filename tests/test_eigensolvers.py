@@ -1,4 +1,4 @@
-"""Tests of masc_fast.eigensolvers: the component-count rule and the two eigensolvers."""
+"""Tests of masc_fast.linalg.eigensolvers: the component-count rule and the two eigensolvers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from _compare import assert_close_report
 
-from masc_fast.eigensolvers import class_eigh, components_for_variance, exact_eigh
-from masc_fast.synthetic import structured_classes
+from masc_fast.linalg.eigensolvers import class_eigh, components_for_variance, exact_eigh
+from masc_fast.testing.synthetic import structured_classes
 
 # ---------------------------------------------------------------- components_for_variance
 

@@ -15,9 +15,9 @@ import torch
 from _compare import assert_close_report
 
 from masc_fast import GramAccumulator
-from masc_fast.eigensolvers import _ritz, class_eigh, partial_eigh
-from masc_fast.eigensolvers_batched import class_eigh_batched, partial_eigh_batched
-from masc_fast.synthetic import structured_classes
+from masc_fast.linalg.batched import class_eigh_batched, partial_eigh_batched
+from masc_fast.linalg.eigensolvers import _ritz, class_eigh, partial_eigh
+from masc_fast.testing.synthetic import structured_classes
 
 # tol -> projector tolerance (see the module docstring)
 PROJECTOR_ATOL = {1e-7: 1e-5, 1e-10: 1e-8}
@@ -195,12 +195,12 @@ def test_partial_batched_whole_number_variance_capped_at_rank():
 
 
 def test_partial_batched_gives_up_after_max_iterations(monkeypatch, caplog):
-    import masc_fast.eigensolvers_batched as eigensolvers_batched
+    import masc_fast.linalg.batched as eigensolvers_batched
 
     # One Rayleigh-Ritz step: the 20-row class is exact at once, the power-law one is not.
     monkeypatch.setattr(eigensolvers_batched, "_MAX_ITERATIONS", 1)
     grams = torch.stack([_few_rows_gram(300, 20, 0), _power_law_gram(300, 1000, 2.0, 1)])
-    with caplog.at_level("INFO", logger="masc_fast.eigensolvers_batched"):
+    with caplog.at_level("INFO", logger="masc_fast.linalg.batched"):
         batched = partial_eigh_batched(
             grams, variance=0.95, totals=_totals(grams), rank_caps=[20, 1000], tol=1e-10
         )
@@ -317,7 +317,7 @@ def test_class_eigh_batched_on_digits_activations(digits):
 
 def test_class_eigh_batched_on_mnist1d_activations():
     pytest.importorskip("mnist1d")
-    from masc_fast.datasets import load_mnist1d
+    from masc_fast.data.in_memory import load_mnist1d
 
     x, y, _, _ = load_mnist1d()
     # 512 ReLU features of 400 signals per class: 15-35 components at t=0.9, iterated.

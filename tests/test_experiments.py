@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 import torch
 
-import masc_fast.experiments as experiments
-from masc_fast.checkpoints import load_model_weights
+import masc_fast.pipeline.experiments.masc as experiments
 from masc_fast.cli import main
-from masc_fast.corruption import noisy_labels
 from masc_fast.data import load_dataset
-from masc_fast.experiments import ProbeSettings, run_experiment
+from masc_fast.data.corruption import noisy_labels
 from masc_fast.models import build_model
+from masc_fast.pipeline.experiments.masc import ProbeSettings, run_experiment
+from masc_fast.pipeline.results_table import RESULT_COLUMNS
+from masc_fast.pipeline.runs.checkpoints import load_model_weights
+from masc_fast.pipeline.runs.config import RunConfig
+from masc_fast.pipeline.runs.train import train_run
 from masc_fast.reference import fit_subspaces_ref, predict_ref
-from masc_fast.results_table import RESULT_COLUMNS
-from masc_fast.run_config import RunConfig
-from masc_fast.train_run import train_run
 
 SETTINGS = ProbeSettings(progress=False)
 
@@ -181,7 +181,7 @@ def test_cli_probe_writes_rows_and_prints_the_best_layer(noisy_run, tmp_path, ca
 
 
 def test_run_cell_trains_what_a_sweep_cell_needs(tmp_path):
-    from masc_fast.sweep import Cell, SweepSpec
+    from masc_fast.pipeline.sweeps.run import Cell, SweepSpec
 
     spec = SweepSpec(
         out=tmp_path, models=("mlp",), datasets=("digits",), p=(0.2,), experiments=("exp3",),
@@ -201,7 +201,7 @@ SWEEP_SETTINGS = ProbeSettings(
 
 
 def test_threshold_sweep_rows_one_set_per_threshold(noisy_run):
-    from masc_fast.results_table import tidy_rows
+    from masc_fast.pipeline.results_table import tidy_rows
 
     rows = run_experiment(noisy_run, "exp1", settings=SWEEP_SETTINGS)
     tidy_rows(rows)  # the schema holds
@@ -283,7 +283,7 @@ def test_baselines_run_as_an_experiment(noisy_run):
 
 
 def test_retrain_runs_as_an_experiment_with_the_probe_settings(noisy_run, monkeypatch):
-    import masc_fast.retrain as retrain
+    import masc_fast.pipeline.experiments.retrain as retrain
 
     seen = {}
 
@@ -307,7 +307,7 @@ def test_retrain_runs_as_an_experiment_with_the_probe_settings(noisy_run, monkey
 def test_probe_run_resumes_a_probe_killed_in_its_fit_pass(noisy_run, tmp_path, monkeypatch):
     import importlib
 
-    from masc_fast.fit_checkpoint import FitCheckpoint
+    from masc_fast.probing.fit_checkpoint import FitCheckpoint
 
     probe_module = importlib.import_module("masc_fast.probe")  # the package re-exports probe()
     calls = []

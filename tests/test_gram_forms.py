@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from masc_fast.backends import torch_ops
-from masc_fast.gram_forms import GRAM_FORMS, select_gram_form
-from masc_fast.synthetic import structured_classes
+from masc_fast.backends.gram_forms import GRAM_FORMS, select_gram_form
+from masc_fast.testing.synthetic import structured_classes
 
 FORMS = list(GRAM_FORMS)
 

@@ -398,14 +398,14 @@ _AGREEMENT_BAR["bf16"] = (0.99, 0.01)
 
 
 def _digits_case():
-    from masc_fast.datasets import load_digits_split
+    from masc_fast.data.in_memory import load_digits_split
 
     x_train, y_train, x_test, y_test = load_digits_split()
     return x_train.numpy(), y_train.numpy(), x_test.numpy(), y_test.numpy(), 10
 
 
 def _structured_case():
-    from masc_fast.synthetic import structured_classes
+    from masc_fast.testing.synthetic import structured_classes
 
     x, y = structured_classes(3000, 96, 12, seed=3, dtype=torch.float64)
     return x[:2000].numpy(), y[:2000].numpy(), x[2000:].numpy(), y[2000:].numpy(), 12

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from masc_fast.experiments import ProbeSettings, run_experiment
-from masc_fast.run_config import RunConfig
-from masc_fast.train_run import train_run
+from masc_fast.pipeline.experiments.masc import ProbeSettings, run_experiment
+from masc_fast.pipeline.runs.config import RunConfig
+from masc_fast.pipeline.runs.train import train_run
 
 EPOCHS = 30
 

@@ -15,8 +15,8 @@ import os
 import numpy as np
 import pytest
 
-from masc_fast.corruption import noisy_labels
 from masc_fast.data import load_dataset
+from masc_fast.data.corruption import noisy_labels
 
 UNCHANGED = {  # SPEC §2.1: unchanged training labels at p = 0.2, 0.4, 0.6, 0.8, 1.0
     "mnist": (49_222, 38_464, 27_697, 16_724, 6_011),

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import masc_fast
-from masc_fast.strategy import parse_bytes, plan_strategies
-from masc_fast.synthetic import structured_classes
+from masc_fast.probing.strategy import parse_bytes, plan_strategies
+from masc_fast.testing.synthetic import structured_classes
 
 K, D = 5, 48
 

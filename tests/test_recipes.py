@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from masc_fast.recipes import RECIPES, TrainingRecipe, training_recipe
-from masc_fast.run_config import RunConfig
+from masc_fast.pipeline.runs.config import RunConfig
+from masc_fast.pipeline.runs.recipes import RECIPES, TrainingRecipe, training_recipe
 
 # SPEC §4, typed in from the table: (optimizer, lr, momentum, batch, target, cap).
 SPEC_TABLE = {

@@ -17,9 +17,9 @@ from conftest import skip_or_fail
 
 from masc_fast import GramAccumulator
 from masc_fast.backends import available
-from masc_fast.datasets import load_digits_split, load_mnist1d
-from masc_fast.noisy_mlp import noisy_mlp_activations
+from masc_fast.data.in_memory import load_digits_split, load_mnist1d
 from masc_fast.reference import fit_subspaces_ref, predict_ref
+from masc_fast.testing.noisy_mlp import noisy_mlp_activations
 
 AGREEMENT = 0.999
 ACCURACY_POINTS = 0.1

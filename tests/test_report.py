@@ -1,4 +1,4 @@
-"""Tests of masc_fast.report: seeds aggregation, Tables 1/5/6-8, figures and the HTML report."""
+"""Tests of masc_fast.pipeline.report: seeds aggregation, Tables 1/5/6-8, figures and the HTML report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from masc_fast.report import (
+from masc_fast.pipeline.report import (
     aggregate_seeds,
     baselines_figure,
     build_report,
@@ -29,7 +29,7 @@ from masc_fast.report import (
     to_markdown,
     write_table,
 )
-from masc_fast.results_table import tidy_rows
+from masc_fast.pipeline.results_table import tidy_rows
 
 PROBES = ("logistic_regression", "ncm", "knn", "lda", "qda")
 
@@ -570,7 +570,7 @@ def test_relabel_figure_rejects_unknown_metric():
 
 
 def test_cli_report_reads_a_csv_table(tmp_path, capsys):
-    from masc_fast import cli_report
+    from masc_fast.cli import report as cli_report
 
     # The hand table plus baseline rows: their text column `probe` is empty on MASC rows,
     # which a CSV round trip turns from NaN into "".
@@ -598,8 +598,8 @@ def test_cli_report_reads_a_csv_table(tmp_path, capsys):
 def digits_results(tmp_path_factory):
     """exp1, exp2, random-init and early-stop rows of 2-epoch digits MLPs, p in {0, 0.4},
     seeds {0, 1} (about two minutes on two CPU cores)."""
-    from masc_fast.experiments import ProbeSettings, run_experiment
-    from masc_fast.train_run import RunConfig, train_run
+    from masc_fast.pipeline.experiments.masc import ProbeSettings, run_experiment
+    from masc_fast.pipeline.runs.train import RunConfig, train_run
 
     folder = tmp_path_factory.mktemp("digits-runs")
     settings = ProbeSettings(progress=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from masc_fast.results_table import (
+from masc_fast.pipeline.results_table import (
     RESULT_COLUMNS,
     completed_cells,
     load_results,

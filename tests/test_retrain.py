@@ -17,22 +17,22 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from masc_fast.checkpoints import checkpoint_metadata, load_model_weights
-from masc_fast.cli_retrain import register
+from masc_fast.cli.retrain import register
 from masc_fast.data import load_dataset
 from masc_fast.models import build_model
-from masc_fast.reference import fit_subspaces_ref, subspace_scores_ref
-from masc_fast.relabel import (
+from masc_fast.pipeline.experiments.relabel import (
     Relabelling,
     compute_relabels,
     relabel_analysis,
     select_layer,
     split_test,
 )
-from masc_fast.results_table import RESULT_COLUMNS, tidy_rows
-from masc_fast.retrain import early_stop_epoch, patience_step, retrain_run
-from masc_fast.run_config import RunConfig
-from masc_fast.train_run import train_run
+from masc_fast.pipeline.experiments.retrain import early_stop_epoch, patience_step, retrain_run
+from masc_fast.pipeline.results_table import RESULT_COLUMNS, tidy_rows
+from masc_fast.pipeline.runs.checkpoints import checkpoint_metadata, load_model_weights
+from masc_fast.pipeline.runs.config import RunConfig
+from masc_fast.pipeline.runs.train import train_run
+from masc_fast.reference import fit_subspaces_ref, subspace_scores_ref
 
 # Float32 engine scores against float64 reference scores of independently computed bases
 # differ by ~1e-5 (tests/conftest.py float32 row); a point whose reference top-two gap is

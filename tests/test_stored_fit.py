@@ -18,11 +18,11 @@ import torch
 
 from masc_fast import GramAccumulator
 from masc_fast.accumulator import EmptyClassWarning
-from masc_fast.activation_store import LayerShards
-from masc_fast.stored_fit import choose_stored_method, fit_stored_class
-from masc_fast.stored_layer import StoredLayer
+from masc_fast.probing.activation_store import LayerShards
+from masc_fast.probing.stored_fit import choose_stored_method, fit_stored_class
+from masc_fast.probing.stored_layer import StoredLayer
 from masc_fast.subspace import ClassSubspaces
-from masc_fast.synthetic import structured_classes
+from masc_fast.testing.synthetic import structured_classes
 
 HAS_MNIST1D = importlib.util.find_spec("mnist1d") is not None
 AGREEMENT = {"gram_trick": 0.999, "randomized": 0.995}
@@ -90,7 +90,7 @@ def test_digits(tmp_path, digits, method):
 @pytest.mark.skipif(not HAS_MNIST1D, reason="the optional 'mnist1d' package is not installed")
 @pytest.mark.parametrize("method", ["gram_trick", "randomized"])
 def test_mnist1d(tmp_path, method):
-    from masc_fast.datasets import load_mnist1d
+    from masc_fast.data.in_memory import load_mnist1d
 
     x_train, y_train, _, _ = load_mnist1d()
     x, y = torch.as_tensor(x_train[:3000]).float(), torch.as_tensor(y_train[:3000]).long()

@@ -1,5 +1,5 @@
-"""Tests of masc_fast.streaming (chunk sizing, the host→device chunk stream) and of
-masc_fast.streamed_scoring.
+"""Tests of masc_fast.probing.streaming (chunk sizing, the host→device chunk stream) and of
+masc_fast.probing.streamed_scoring.
 
 The CPU route runs everywhere; the CUDA routes (pinned staging with a copy stream, CuPy mapped
 memory) run only where a GPU (and CuPy) is present and skip otherwise.
@@ -19,9 +19,9 @@ from _compare import assert_close_report, assert_labels_match
 from conftest import TOLERANCES
 
 from masc_fast import ClassSubspaces, GramAccumulator
-from masc_fast.streamed_scoring import score_streamed
-from masc_fast.streaming import HostChunkStream, chunk_rows
-from masc_fast.synthetic import structured_classes
+from masc_fast.probing.streamed_scoring import score_streamed
+from masc_fast.probing.streaming import HostChunkStream, chunk_rows
+from masc_fast.testing.synthetic import structured_classes
 
 NUM_CLASSES, DIM = 5, 24
 
@@ -62,7 +62,7 @@ def _in_chunks(method, x, rows: int):
 
 def _budget_for(subspaces, rows: int, source_dtype=torch.float32) -> int:
     """The smallest budget that gives ``rows`` rows per chunk (same arithmetic as the module)."""
-    from masc_fast import streamed_scoring, streaming
+    from masc_fast.probing import streamed_scoring, streaming
 
     dtype = torch.float64 if source_dtype == torch.float64 else torch.float32
     components = int(subspaces.num_components.sum())
@@ -225,7 +225,7 @@ def test_stream_mapped_needs_a_cuda_device(monkeypatch):
 
 def test_import_touches_neither_cupy_nor_cuda():
     code = (
-        "import sys, torch, masc_fast.streaming; "
+        "import sys, torch, masc_fast.probing.streaming; "
         "assert 'cupy' not in sys.modules, 'cupy imported'; "
         "assert not torch.cuda.is_initialized(), 'CUDA initialised'"
     )

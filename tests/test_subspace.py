@@ -16,7 +16,7 @@ from conftest import TOLERANCES
 
 from masc_fast import ClassSubspaces, EmptyClassWarning, GramAccumulator
 from masc_fast import reference as ref
-from masc_fast.synthetic import structured_classes
+from masc_fast.testing.synthetic import structured_classes
 
 F64 = TOLERANCES[torch.float64]
 

@@ -8,9 +8,9 @@ import textwrap
 import pandas as pd
 import pytest
 
-from masc_fast.cli_sweep import register
-from masc_fast.results_table import RESULT_COLUMNS, completed_cells, load_results
-from masc_fast.sweep import Cell, load_sweep, run_sweep
+from masc_fast.cli.sweep import register
+from masc_fast.pipeline.results_table import RESULT_COLUMNS, completed_cells, load_results
+from masc_fast.pipeline.sweeps.run import Cell, load_sweep, run_sweep
 
 GRID = """
 [sweep]

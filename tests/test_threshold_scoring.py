@@ -17,16 +17,16 @@ from torch import nn
 
 import masc_fast
 from masc_fast import reference as ref
-from masc_fast.datasets import load_digits_split
-from masc_fast.results import TABLE_COLUMNS
-from masc_fast.synthetic import structured_classes
-from masc_fast.threshold_scoring import (
+from masc_fast.data.in_memory import load_digits_split
+from masc_fast.probing.threshold_scoring import (
     DEFAULT_THRESHOLDS,
     ThresholdScorer,
     check_thresholds,
     fit_variance,
     threshold_scores,
 )
+from masc_fast.results import TABLE_COLUMNS
+from masc_fast.testing.synthetic import structured_classes
 
 F32_ATOL, F32_RTOL = TOLERANCES[torch.float32]
 F64_ATOL, F64_RTOL = TOLERANCES[torch.float64]

@@ -16,19 +16,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import masc_fast.train_run as train_run_module
-from masc_fast.checkpoints import checkpoint_metadata, load_model_weights
-from masc_fast.corruption import corrupt_labels, noisy_labels
+import masc_fast.pipeline.runs.train as train_run_module
 from masc_fast.data import load_dataset
+from masc_fast.data.corruption import corrupt_labels, noisy_labels
 from masc_fast.models import MLP, build_model
-from masc_fast.run_files import METRIC_COLUMNS, read_metrics
-from masc_fast.train_run import RunConfig, RunSummary, train_run
+from masc_fast.pipeline.runs.checkpoints import checkpoint_metadata, load_model_weights
+from masc_fast.pipeline.runs.files import METRIC_COLUMNS, read_metrics
+from masc_fast.pipeline.runs.train import RunConfig, RunSummary, train_run
 
 # The paper's MLP takes ~1 s per digits epoch here; tests train a 64-32-10 one instead.
 HIDDEN = (32,)
 SMALL_MODEL_SOURCE = f"""
 import torch
-import masc_fast.train_run as _train_run
+import masc_fast.pipeline.runs.train as _train_run
 from masc_fast.models import MLP as _MLP
 
 def _small_model(config, info):
@@ -230,7 +230,7 @@ def test_train_run_resume_of_finished_run_does_nothing(small_model, tmp_path, mo
     def fail(*args, **kwargs):
         raise AssertionError("a finished run must not train or load data")
 
-    monkeypatch.setattr("masc_fast.train_loop.train_epoch", fail)
+    monkeypatch.setattr("masc_fast.pipeline.runs.epoch_loop.train_epoch", fail)
     monkeypatch.setattr("masc_fast.data.load_dataset", fail)
     assert _run(_config(max_epochs=2), tmp_path / "run", resume=True) == summary
     assert last.stat().st_mtime_ns == stamp
@@ -363,7 +363,7 @@ def test_train_run_resume_after_sigkill_is_bitwise_identical(small_model, tmp_pa
         + f"""
 import json, time
 torch.set_num_threads({torch.get_num_threads()})
-from masc_fast.train_run import RunConfig, train_run
+from masc_fast.pipeline.runs.train import RunConfig, train_run
 config = RunConfig.from_dict(json.loads({json.dumps(json.dumps(config.to_dict()))}))
 # A pause after each committed epoch gives the parent time to kill between epochs 2 and 6.
 train_run(config, {str(killed)!r}, progress=False, on_epoch=lambda row: time.sleep(0.4))

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from masc_fast.datasets import labelled_loader
+from masc_fast.data.in_memory import labelled_loader
 from masc_fast.models import MLP
-from masc_fast.training import TrainHistory, make_optimizer, train_until
+from masc_fast.pipeline.runs.training import TrainHistory, make_optimizer, train_until
 
 
 def _tiny_problem(n=96, d=8, num_classes=3, seed=0):
@@ -151,7 +151,7 @@ def test_train_until_restores_mode_and_counts_running_accuracy():
 def test_train_until_logs_outcome(caplog):
     x, y = _tiny_problem(n=12)
     model = _model()
-    with caplog.at_level(logging.INFO, logger="masc_fast.training"):
+    with caplog.at_level(logging.INFO, logger="masc_fast.pipeline.runs.training"):
         train_until(
             model,
             labelled_loader(x, y, batch_size=4),

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from masc_fast import reference as ref
-from masc_fast.cli_sweep import register
-from masc_fast.corruption import corrupt_labels
-from masc_fast.verify_reference import (
+from masc_fast.cli.sweep import register
+from masc_fast.data.corruption import corrupt_labels
+from masc_fast.pipeline.experiments.verify_reference import (
     REPORT_COLUMNS,
     compare_to_targets,
     format_report,

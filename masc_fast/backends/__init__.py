@@ -119,7 +119,7 @@ def select_backend(
     usable, reason = _availability(wanted)
     if usable:
         if wanted == "cpp" and op is not None and shape is not None:
-            from .cpu_choice import cpu_winner
+            from masc_fast.backends.cpu_choice import cpu_winner
 
             return cpu_winner(op, shape)
         return wanted

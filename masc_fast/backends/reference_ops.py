@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import reference
+from masc_fast import reference
 
 __all__ = ["gram_update", "subspace_scores"]
 

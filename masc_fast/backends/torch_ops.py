@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import PRECISIONS
+from masc_fast.backends import PRECISIONS
 
 __all__ = [
     "blocked_projection_scores",
@@ -58,10 +58,13 @@ def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
     """Add ``X_kᵀ X_k`` to ``gram[k]`` for every class k present in ``y`` (in place).
 
     Runs the form measured fastest for this flush shape and device
-    (:func:`masc_fast.gram_forms.select_gram_form`): ``gram_update_per_class`` unless another
+    (:func:`masc_fast.backends.gram_forms.select_gram_form`): ``gram_update_per_class`` unless another
     form won by 1.2× or more in ``bench/bench_gram_forms.py``.
     """
-    from ..gram_forms import GRAM_FORMS, select_gram_form  # lazy: gram_forms imports this module
+    from masc_fast.backends.gram_forms import (  # lazy: gram_forms imports this module
+        GRAM_FORMS,
+        select_gram_form,
+    )
 
     form = select_gram_form(gram.shape[0], gram.shape[1], x.shape[0], gram.device)
     GRAM_FORMS[form](gram, x, y)

@@ -178,6 +178,6 @@ def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
     """The torch Gram update (cuBLAS GEMMs on CUDA).
 
     A Triton Gram kernel is only worth keeping where it beats the torch forms on a GPU
-    (``masc_fast.gram_forms``); none has been measured there yet, so none ships.
+    (``masc_fast.backends.gram_forms``); none has been measured there yet, so none ships.
     """
     torch_ops.gram_update(gram, x, y)

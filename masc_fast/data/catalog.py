@@ -41,10 +41,10 @@ class DatasetInfo:
     strict_corruption : bool
         The authors' corrupting dataset uses ``u < p`` (and draws nothing at ``p = 0``)
         instead of ``u <= p``; true only for Tiny ImageNet (SPEC §2.1). Pass it as
-        ``strict=`` to :func:`masc_fast.corruption.noisy_labels`.
+        ``strict=`` to :func:`masc_fast.data.corruption.noisy_labels`.
     train_size, test_size : int
         Sizes of the full splits (60,000 / 10,000 for MNIST, ...); for digits and MNIST-1D
-        the sizes of the offline splits :mod:`masc_fast.datasets` makes.
+        the sizes of the offline splits :mod:`masc_fast.data.in_memory` makes.
     """
 
     name: str

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import torch
 
-from .splits import LabelledSplit
+from masc_fast.data.splits import LabelledSplit
 
 __all__ = ["BatchLoader", "epoch_order", "epoch_seed"]
 
@@ -92,7 +92,7 @@ class BatchLoader:
     Each batch is ``(x, y)``, or ``(x, y, y_true)`` when ``true_labels`` is given, with
     ``x = split.inputs(index)`` (float32, SPEC preprocessing) and the labels at the same
     indices, all moved to ``device``. This is the batch format :func:`masc_fast.probe` and
-    :func:`masc_fast.training.train_until` read.
+    :func:`masc_fast.pipeline.runs.training.train_until` read.
 
     Unshuffled, batches follow dataset order (the authors' ``shuffle=False``, SPEC §2.1).
     Shuffled, epoch ``e`` visits the samples in the order
@@ -107,7 +107,7 @@ class BatchLoader:
         The data.
     labels : array_like or torch.Tensor of int, shape (len(split),), optional
         Labels to yield as ``y`` (for example noisy ones from
-        :func:`masc_fast.corruption.noisy_labels`); defaults to ``split.labels``.
+        :func:`masc_fast.data.corruption.noisy_labels`); defaults to ``split.labels``.
     true_labels : array_like or torch.Tensor of int, shape (len(split),), optional
         When given, batches carry them as a third element ``y_true``.
     batch_size : int

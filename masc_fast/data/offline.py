@@ -1,14 +1,14 @@
 """The two datasets that need no files: scikit-learn's digits and a locally generated MNIST-1D.
 
-Thin wrappers over :mod:`masc_fast.datasets` (which keeps its own API) that return
+Thin wrappers over :mod:`masc_fast.data.in_memory` (which keeps its own API) that return
 :class:`~masc_fast.data.LabelledSplit` pairs like the downloadable sets.
 """
 
 from __future__ import annotations
 
-from ..datasets import load_digits_split, load_mnist1d
-from .catalog import dataset_info
-from .splits import LabelledSplit
+from masc_fast.data.catalog import dataset_info
+from masc_fast.data.in_memory import load_digits_split, load_mnist1d
+from masc_fast.data.splits import LabelledSplit
 
 __all__ = ["OFFLINE_NAMES", "load_offline"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._missing import missing_dataset
-from .catalog import dataset_info
-from .offline import OFFLINE_NAMES, load_offline
-from .splits import LabelledSplit
-from .tiny_imagenet import FOLDER_NAME, TINY_IMAGENET_URL, load_tiny_imagenet
-from .torchvision_sets import TORCHVISION_CLASSES, layout, load_torchvision
+from masc_fast.data._missing import missing_dataset
+from masc_fast.data.catalog import dataset_info
+from masc_fast.data.offline import OFFLINE_NAMES, load_offline
+from masc_fast.data.splits import LabelledSplit
+from masc_fast.data.tiny_imagenet import FOLDER_NAME, TINY_IMAGENET_URL, load_tiny_imagenet
+from masc_fast.data.torchvision_sets import TORCHVISION_CLASSES, layout, load_torchvision
 
 __all__ = ["load_dataset"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .catalog import DatasetInfo
+from masc_fast.data.catalog import DatasetInfo
 
 __all__ = ["LabelledSplit"]
 

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._missing import missing_dataset
-from ._npy_cache import newest_mtime_ns, read_cache, write_cache
-from .catalog import dataset_info
-from .splits import LabelledSplit
+from masc_fast.data._missing import missing_dataset
+from masc_fast.data._npy_cache import newest_mtime_ns, read_cache, write_cache
+from masc_fast.data.catalog import dataset_info
+from masc_fast.data.splits import LabelledSplit
 
 __all__ = ["TINY_IMAGENET_URL", "FOLDER_NAME", "list_train", "list_val", "load_tiny_imagenet"]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._missing import missing_dataset
-from .catalog import dataset_info
-from .splits import LabelledSplit
+from masc_fast.data._missing import missing_dataset
+from masc_fast.data.catalog import dataset_info
+from masc_fast.data.splits import LabelledSplit
 
 __all__ = ["TORCHVISION_CLASSES", "expected_files", "load_torchvision"]
 

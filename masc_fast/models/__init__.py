@@ -7,12 +7,12 @@ this mapping to place its hooks. :func:`build_model` builds any of them by name 
 shape; :func:`batchnorm_per_sample` reproduces the authors' BatchNorm-train-mode extraction.
 """
 
-from .alexnet import AlexNet
-from .batchnorm import batchnorm_per_sample
-from .cnn import CNN
-from .mlp import INPUT_LAYER, MLP
-from .registry import MODEL_NAMES, build_model
-from .resnet import BasicBlock, ResNet18
+from masc_fast.models.alexnet import AlexNet
+from masc_fast.models.batchnorm import batchnorm_per_sample
+from masc_fast.models.cnn import CNN
+from masc_fast.models.mlp import INPUT_LAYER, MLP
+from masc_fast.models.registry import MODEL_NAMES, build_model
+from masc_fast.models.resnet import BasicBlock, ResNet18
 
 __all__ = [
     "INPUT_LAYER",

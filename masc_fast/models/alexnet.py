@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .mlp import _check_width
+from masc_fast.models.mlp import _check_width
 
 __all__ = ["ALEXNET_INPUT_SIZE", "AlexNet"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .mlp import INPUT_LAYER, _check_width
+from masc_fast.models.mlp import INPUT_LAYER, _check_width
 
 __all__ = ["CNN"]
 

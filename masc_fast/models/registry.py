@@ -8,10 +8,10 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-from .alexnet import ALEXNET_INPUT_SIZE, AlexNet
-from .cnn import CNN, FLATTEN_WIDTH
-from .mlp import MLP, _check_width
-from .resnet import ResNet18
+from masc_fast.models.alexnet import ALEXNET_INPUT_SIZE, AlexNet
+from masc_fast.models.cnn import CNN, FLATTEN_WIDTH
+from masc_fast.models.mlp import MLP, _check_width
+from masc_fast.models.resnet import ResNet18
 
 __all__ = ["MODEL_NAMES", "build_model"]
 

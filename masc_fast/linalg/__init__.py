@@ -1,0 +1,1 @@
+"""Eigensolvers for class Grams: exact, partial and batched, around one subspace-iteration core."""

@@ -1,0 +1,1 @@
+"""The paper's experiments on trained runs, one module per family."""

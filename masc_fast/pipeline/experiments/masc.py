@@ -1,0 +1,385 @@
+"""The paper's experiments on trained runs, as rows of the tidy results table (SPEC §5.5, §7.1).
+
+* ``exp1``: subspaces from the corrupted training labels the model was trained on, scored on
+  the training set against the corrupted and the true labels, and on the test set.
+* ``exp2``: subspaces from the true training labels of the same memorised model.
+* ``exp3``: the p = 0 model (a model that generalises) probed with labels corrupted *post hoc*
+  at p with the run's own noise recipe: can MASC "memorise" a random relabelling?
+* ``random-init``: the run's initialised, untrained weights (``checkpoints/init``), probed with
+  its corrupted and true labels: the control showing that training made the subspaces.
+* ``early-stop``: the checkpoint with the best test accuracy (``checkpoints/best``), the
+  early-stopping comparison.
+
+exp1 and exp2 come out of one probe pass (the probe fits both label sets at once); its tables
+are cached under ``run_dir/probes/`` so the second experiment costs nothing. Activations are
+taken in ``eval()`` mode; ``bn_train_mode=True`` reproduces the authors' ResNet-18 extraction,
+where every BatchNorm normalised each sample on its own (:mod:`masc_fast.models.batchnorm`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from masc_fast._io import atomic_write_text
+from masc_fast.pipeline.results_table import RESULT_COLUMNS
+from masc_fast.pipeline.runs.loading import (
+    checkpoint_epoch,
+    load_config,
+    load_labels,
+    load_run,
+    resolve_device,
+)
+
+__all__ = ["EXPERIMENTS", "ProbeSettings", "probe_run", "run_cell", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+#: The MASC probes of this module, then the analyses that live in their own modules:
+#: ``baselines`` (:mod:`masc_fast.pipeline.experiments.baselines`, SPEC §7.2) and the two retraining variants
+#: (:mod:`masc_fast.pipeline.experiments.retrain`, SPEC §6: ``retrain`` ≤ 30 epochs with early stopping,
+#: ``retrain-10`` 10 epochs; each with corrupted- and true-label relabels), so a sweep can
+#: run them all.
+PROBE_EXPERIMENTS = ("exp1", "exp2", "exp3", "random-init", "early-stop")
+EXPERIMENTS = (*PROBE_EXPERIMENTS, "baselines", "retrain", "retrain-10")
+
+#: Which checkpoint of a run each experiment probes, and which subspaces it reports.
+_CHECKPOINT = {
+    "exp1": "final",
+    "exp2": "final",
+    "exp3": "final",
+    "random-init": "init",
+    "early-stop": "best",
+}
+_SUBSPACES = {
+    "exp1": ("corrupted",),
+    "exp2": ("true",),
+    "exp3": ("corrupted",),
+    "random-init": ("corrupted", "true"),
+    "early-stop": ("corrupted", "true"),
+}
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How a run is probed.
+
+    Attributes
+    ----------
+    variance : float
+        Explained-variance threshold t (a whole number >= 1 = components per class); unused
+        when ``thresholds`` is set.
+    thresholds : tuple of float, optional
+        Score every threshold in it from one fit per class (:func:`masc_fast.probe`'s
+        ``thresholds``, e.g. :data:`masc_fast.probing.threshold_scoring.DEFAULT_THRESHOLDS`); the
+        MASC, ``components`` and ``class_components`` rows then come once per threshold.
+    batch_size : int
+        Rows per forward pass of the probe (does not change any result).
+    bn_train_mode : bool
+        Normalise every BatchNorm per sample, as the authors' train-mode, batch-1 extraction
+        did (changes ResNet-18 numbers; no effect on models without BatchNorm).
+    device, backend, memory_budget
+        Passed to :func:`masc_fast.probe`.
+    progress : bool
+        tqdm bars.
+    """
+
+    variance: float = 0.99
+    thresholds: tuple | None = None
+    batch_size: int = 512
+    bn_train_mode: bool = False
+    device: str | None = None
+    backend: str = "auto"
+    memory_budget: int | str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.thresholds is not None:  # a TOML list or any iterable: validated, sorted tuple
+            from masc_fast.probing.threshold_scoring import check_thresholds
+
+            object.__setattr__(self, "thresholds", check_thresholds(self.thresholds))
+
+    def cache_key(self) -> str:
+        """What changes a probe's numbers (not the device, bars or batch size)."""
+        relevant = {"variance": self.variance, "bn_train_mode": self.bn_train_mode}
+        if self.thresholds is not None:  # absent otherwise, so single-threshold keys stay put
+            relevant = {"thresholds": list(self.thresholds), "bn_train_mode": self.bn_train_mode}
+        return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _check_experiment(experiment: str) -> str:
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; expected one of {EXPERIMENTS}")
+    return experiment
+
+
+def probe_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = "final",
+    labels: np.ndarray | None = None,
+    settings: ProbeSettings | None = None,
+    activation_dir: str | Path | None = None,
+):
+    """Probe one checkpoint of a training run with MASC on every paper layer.
+
+    Parameters
+    ----------
+    run_dir : path
+        A directory written by :func:`masc_fast.pipeline.runs.train.train_run`.
+    checkpoint : {"final", "best", "init"} or a checkpoint file stem
+        Which weights to load from ``run_dir/checkpoints``.
+    labels : numpy.ndarray of int, shape (n_train,), optional
+        Training labels to fit the "corrupted" subspaces on; default the run's own corrupted
+        labels (``labels.npz``). The true labels always ride along for the "true" subspaces.
+    settings : ProbeSettings, optional
+    activation_dir : path, optional
+        Where the probe keeps its shards and fit-pass checkpoint; a probe killed in its fit
+        pass continues from that checkpoint when called again with the same directory (and
+        the same batch size). Default: a temporary directory, nothing to resume.
+
+    Returns
+    -------
+    masc_fast.ProbeResult
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run or the checkpoint is missing (the message names the path).
+    ValueError
+        If the run's true labels do not match the dataset as loaded now.
+    """
+    from masc_fast.data import BatchLoader
+    from masc_fast.models.batchnorm import batchnorm_per_sample
+    from masc_fast.probe import probe
+    from masc_fast.probing.fit_checkpoint import FitCheckpoint
+
+    settings = settings or ProbeSettings()
+    device = resolve_device(settings.device)
+    _, model, train, test, true_labels, corrupted = load_run(
+        run_dir, checkpoint, device, progress=settings.progress
+    )
+    fit_labels = corrupted if labels is None else torch.as_tensor(labels)
+    train_loader = BatchLoader(
+        train, fit_labels, true_labels=true_labels, batch_size=settings.batch_size, device=device
+    )
+    test_loader = BatchLoader(test, batch_size=settings.batch_size, device=device)
+    mode = batchnorm_per_sample(model) if settings.bn_train_mode else nullcontext()
+    with mode:
+        return probe(
+            model,
+            train_loader,
+            {"test": test_loader},
+            num_classes=train.info.num_classes,
+            variance=settings.variance if settings.thresholds is None else None,
+            thresholds=settings.thresholds,
+            device=device,
+            backend=settings.backend,
+            memory_budget=settings.memory_budget,
+            progress=settings.progress,
+            activation_dir=activation_dir,
+            resume=activation_dir is not None and FitCheckpoint(Path(activation_dir)).exists(),
+        )
+
+
+def _probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: ProbeSettings):
+    """(table, components, model accuracy, layer seconds) of a probe, from the run's cache when
+    present (a cache from before per-layer times lacks ``layer_seconds.csv`` and is redone)."""
+    folder = run_dir / "probes" / f"{checkpoint}-{tag}-{settings.cache_key()}"
+    names = ("table", "components", "model_accuracy", "layer_seconds")
+    if all((folder / f"{name}.csv").exists() for name in names):
+        logger.info("reusing probe tables in %s", folder)
+        return tuple(pd.read_csv(folder / f"{name}.csv") for name in names)
+    result = probe_run(
+        run_dir, checkpoint=checkpoint, labels=labels, settings=settings,
+        activation_dir=folder / "store",
+    )  # fmt: skip
+    tables = (result.table, result.components, result.model_accuracy, result.layer_seconds)
+    for name, frame in zip(names, tables):  # each atomic; a partial cache is recomputed
+        atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
+    atomic_write_text(
+        folder / "settings.json",
+        json.dumps({**asdict(settings), "cache_version": _CACHE_VERSION}, indent=1),
+    )
+    return tables
+
+
+def _tidy(table, components, model_accuracy, layer_seconds, subspaces, constants) -> pd.DataFrame:
+    """Accuracy, component, per-class component, model-accuracy and per-layer time rows in the
+    results-table schema.
+
+    MASC and component rows keep the probe's own ``variance`` (one set per threshold); the
+    ``variance`` constant fills the rows without one (model accuracy, times): the threshold
+    for a single-threshold probe, NaN ("any threshold") for a sweep.
+    """
+    table = table[table["subspaces"].isin(subspaces)]
+    accuracy = table.assign(metric="accuracy", value=table["accuracy"])
+    components = components[components["subspaces"].isin(subspaces)]
+    if "variance" not in components:  # a cache from before the threshold sweep
+        components = components.assign(variance=constants["variance"])
+    totals = (
+        components.groupby(["layer", "subspaces", "variance"], sort=False)["components"]
+        .sum()
+        .reset_index()
+        .assign(split="train", labels="", metric="components")
+        .rename(columns={"components": "value"})
+    )
+    per_class = components.assign(
+        split="train", labels="", metric="class_components", value=components["components"]
+    )[["layer", "subspaces", "variance", "class", "split", "labels", "metric", "value"]]
+    model = model_accuracy.assign(
+        layer="model", subspaces="", metric="model_accuracy", value=model_accuracy["accuracy"]
+    )
+    times = layer_seconds[layer_seconds["subspaces"].isin(subspaces)]
+    times = times.assign(
+        metric=times["phase"].map({"build": "build_seconds", "inference": "inference_seconds"}),
+        split=times["split"].where(times["phase"] == "inference", "train"),
+        labels="",
+        value=times["seconds"],
+    )[["layer", "subspaces", "split", "labels", "metric", "value"]]
+    rows = pd.concat([accuracy, totals, per_class, model, times], ignore_index=True)
+    for name, value in constants.items():
+        if name == "variance" and name in rows:
+            rows[name] = rows[name].astype(float).fillna(value)
+        else:
+            rows[name] = value
+    rows["class"] = rows["class"].astype("Int64")  # whole numbers; <NA> off class rows
+    extra = [name for name in ("checkpoint", "epoch", "variance", "n", "class") if name in rows]
+    return rows[list(RESULT_COLUMNS) + extra].reset_index(drop=True)
+
+
+def run_experiment(
+    run_dir: str | Path,
+    experiment: str,
+    *,
+    p: float | None = None,
+    settings: ProbeSettings | None = None,
+) -> pd.DataFrame:
+    """One experiment on one training run, as tidy result rows.
+
+    Parameters
+    ----------
+    run_dir : path
+        The training run (for ``exp3``: a run trained at p = 0).
+    experiment : str
+        One of :data:`EXPERIMENTS`.
+    p : float, optional
+        ``exp3`` only: the post-hoc corruption degree, drawn with the run's noise recipe and
+        seed. Other experiments use the run's own p (an explicit different p is an error).
+    settings : ProbeSettings, optional
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`masc_fast.pipeline.results_table.RESULT_COLUMNS` plus ``checkpoint``, ``epoch``,
+        ``variance``, ``n`` and ``class``: MASC accuracy per layer, subspaces, split and scored
+        labels (per threshold with ``settings.thresholds``); total components per layer
+        (``components``) and per class (``class_components``); the model's own accuracy
+        (``layer="model"``); each layer's fit (``build_seconds``) and scoring time per split
+        (``inference_seconds``).
+    """
+    from masc_fast.data import dataset_info
+    from masc_fast.data.corruption import noisy_labels
+
+    experiment = _check_experiment(experiment)
+    settings = settings or ProbeSettings()
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    if experiment not in PROBE_EXPERIMENTS:
+        if p is not None and float(p) != float(config.p):
+            raise ValueError(f"{experiment} uses the run's own p = {config.p}, got p = {p}")
+        return _analysis(run_dir, experiment, settings)
+    labels, tag = None, "run"
+    if experiment == "exp3":
+        if config.p != 0:
+            raise ValueError(
+                f"exp3 probes a model trained at p = 0; run {run_dir} has p = {config.p}"
+            )
+        if p is None:
+            raise ValueError("exp3 needs the post-hoc corruption degree p")
+        info = dataset_info(config.dataset)
+        true, _ = load_labels(run_dir)
+        labels = noisy_labels(
+            true.numpy(),
+            p,
+            info.num_classes,
+            recipe=config.noise_recipe,
+            seed=config.seed,
+            strict=info.strict_corruption,
+        )
+        tag = f"posthoc-p{p:g}"
+    elif p is not None and float(p) != float(config.p):
+        raise ValueError(f"{experiment} uses the run's own p = {config.p}, got p = {p}")
+    checkpoint = _CHECKPOINT[experiment]
+    tables = _probe_tables(run_dir, checkpoint, labels, tag, settings)
+    constants = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "p": float(config.p if p is None else p),
+        "seed": config.seed,
+        "experiment": experiment,
+        "checkpoint": checkpoint,
+        "epoch": checkpoint_epoch(run_dir, checkpoint),
+        # rows without a threshold of their own: a sweep's apply to any threshold
+        "variance": settings.variance if settings.thresholds is None else float("nan"),
+    }
+    return _tidy(*tables, _SUBSPACES[experiment], constants)
+
+
+def _analysis(run_dir: Path, experiment: str, settings: ProbeSettings) -> pd.DataFrame:
+    """The baselines or one retraining variant of a run, with the probe's device and threshold."""
+    if experiment == "baselines":
+        from masc_fast.pipeline.experiments.baselines import run_baselines
+
+        return run_baselines(
+            run_dir,
+            device=settings.device,
+            progress=settings.progress,
+            bn_train_mode=settings.bn_train_mode,
+        )
+    from masc_fast.pipeline.experiments.retrain import retrain_run
+
+    return retrain_run(
+        run_dir,
+        variants=(experiment,),
+        variance=settings.variance,
+        device=settings.device,
+        resume=(run_dir / "retrain").exists(),
+        progress=settings.progress,
+        backend=settings.backend,
+        memory_budget=settings.memory_budget,
+    )
+
+
+def run_name(model: str, dataset: str, p: float, seed: int) -> str:
+    """Folder name of a training run in a sweep: ``mlp-digits-p0.2-s1``."""
+    return f"{model}-{dataset}-p{p:g}-s{seed}"
+
+
+def run_cell(cell, spec) -> pd.DataFrame:
+    """Train (or resume) the run a sweep cell needs, then run its experiment.
+
+    ``exp3`` cells train (or reuse) the p = 0 run of the same model, dataset and seed and
+    probe it with labels corrupted at the cell's p. Used by :func:`masc_fast.pipeline.sweeps.run.run_sweep`.
+    """
+    from masc_fast.pipeline.runs.train import RunConfig, train_run
+
+    train_p = 0.0 if cell.experiment == "exp3" else cell.p
+    config = RunConfig(
+        model=cell.model, dataset=cell.dataset, p=train_p, seed=cell.seed, **dict(spec.train)
+    )
+    run_dir = Path(spec.runs_dir) / run_name(cell.model, cell.dataset, train_p, cell.seed)
+    progress = bool(spec.probe.get("progress", True))
+    train_run(config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)
+    settings = ProbeSettings(**dict(spec.probe))
+    p = cell.p if cell.experiment == "exp3" else None
+    return run_experiment(run_dir, cell.experiment, p=p, settings=settings)

@@ -1,0 +1,1 @@
+"""Training runs: recipes, run directories, checkpoints, the one resumable epoch loop."""

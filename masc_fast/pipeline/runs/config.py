@@ -1,0 +1,211 @@
+"""What a training run is (:class:`RunConfig`) and what it did (:class:`RunSummary`), as JSON."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from dataclasses import asdict, dataclass, fields
+
+from masc_fast.pipeline.runs.recipes import RECIPES, TrainingRecipe, training_recipe
+
+__all__ = ["NOISE_RECIPES", "RunConfig", "RunSummary"]
+
+#: Label-noise recipes of :func:`masc_fast.data.corruption.noisy_labels`.
+NOISE_RECIPES = ("seeded", "paper")
+_RECIPE_FIELDS = ("optimizer", "lr", "momentum", "batch_size", "target_accuracy", "max_epochs")
+# Enough to train a combination without a row in RECIPES (momentum defaults to 0.9 for SGD).
+_REQUIRED_WITHOUT_RECIPE = ("optimizer", "lr", "batch_size", "target_accuracy", "max_epochs")
+
+
+def _from_dict(cls, values: dict):
+    if not isinstance(values, dict):
+        raise TypeError(f"{cls.__name__}.from_dict needs a dict, got {type(values).__name__}")
+    known = {field.name for field in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected {sorted(known)}")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run.
+
+    Attributes
+    ----------
+    model : str
+        ``"mlp"``, ``"cnn"``, ``"alexnet"`` or ``"resnet18"``.
+    dataset : str
+        A name from :data:`masc_fast.data.DATASET_NAMES`.
+    p : float, default 0.0
+        Label-corruption degree in [0, 1] (SPEC §2.1).
+    seed : int, default 0
+        Non-negative run seed: torch is seeded with it right before the model is built, it
+        seeds the per-epoch shuffle and (for ``noise_recipe="seeded"``) the label noise.
+    noise_recipe : {"seeded", "paper"}, default "seeded"
+        ``"seeded"``: noise drawn from ``seed``, so runs are independent; ``"paper"``: the
+        authors' fixed ``np.random.seed(42)`` labels, identical in every run.
+    shuffle : bool, default True
+        Shuffle the training set each epoch; ``False`` reproduces the authors' fixed order.
+    optimizer, lr, momentum, batch_size, target_accuracy, max_epochs : optional
+        Overrides of :func:`masc_fast.pipeline.runs.recipes.training_recipe`'s values; ``None`` keeps the
+        recipe's. ``target_accuracy`` is a fraction (0.999, not 99.9).
+    checkpoint_every : int, default 10
+        Keep ``checkpoints/epoch_{e:04d}.safetensors`` every this many epochs.
+    data_root : str, optional
+        Folder holding the torchvision / Tiny ImageNet files (not needed for digits, mnist1d).
+    download : bool, default False
+        Download missing datasets into ``data_root``.
+    device : str, optional
+        ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; ``None``: CUDA if available, else CPU.
+    compile : bool, default False
+        Train through ``torch.compile``.
+    amp : bool, default False
+        bf16 autocast for forward passes (CUDA only).
+
+    Raises
+    ------
+    ValueError, TypeError
+        If a field has an impossible value or type; the message names the field.
+
+    Examples
+    --------
+    >>> config = RunConfig("cnn", "mnist", p=0.4, seed=3)
+    >>> config.recipe().optimizer, config.recipe().batch_size
+    ('adam', 128)
+    >>> RunConfig.from_dict(config.to_dict()) == config
+    True
+    """
+
+    model: str
+    dataset: str
+    p: float = 0.0
+    seed: int = 0
+    noise_recipe: str = "seeded"
+    shuffle: bool = True
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    batch_size: int | None = None
+    target_accuracy: float | None = None
+    max_epochs: int | None = None
+    checkpoint_every: int = 10
+    data_root: str | None = None
+    download: bool = False
+    device: str | None = None
+    compile: bool = False
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("model", "dataset"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}")
+        p = self.p
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+            raise ValueError(f"p must be a number in [0, 1], got {p!r}")
+        object.__setattr__(self, "p", float(p))
+        for name, low in (("seed", 0), ("checkpoint_every", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
+        if self.noise_recipe not in NOISE_RECIPES:
+            raise ValueError(
+                f"noise_recipe must be one of {NOISE_RECIPES}, got {self.noise_recipe!r}"
+            )
+        for name in ("shuffle", "download", "compile", "amp"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if isinstance(self.data_root, os.PathLike):
+            object.__setattr__(self, "data_root", os.fspath(self.data_root))
+        for name in ("data_root", "device"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a string or None, got {value!r}")
+
+    def recipe(self) -> TrainingRecipe:
+        """The training recipe with this config's overrides applied.
+
+        Overriding ``optimizer`` to ``"adam"`` drops the momentum; to ``"sgd"`` without a
+        ``momentum`` gives 0.9. A model/dataset pair without a row in
+        :data:`masc_fast.pipeline.runs.recipes.RECIPES` needs ``optimizer``, ``lr``, ``batch_size``,
+        ``target_accuracy`` and ``max_epochs``.
+
+        Raises
+        ------
+        ValueError
+            On an unknown combination without those overrides, or an invalid override
+            (e.g. ``momentum`` with Adam).
+        """
+        overrides = {name: getattr(self, name) for name in _RECIPE_FIELDS}
+        overrides = {name: value for name, value in overrides.items() if value is not None}
+        if (self.model, self.dataset) in RECIPES or not all(
+            name in overrides for name in _REQUIRED_WITHOUT_RECIPE
+        ):
+            values = training_recipe(self.model, self.dataset).to_dict()
+        else:
+            values = {"momentum": None}
+        values.update(overrides)
+        if "momentum" not in overrides:
+            values["momentum"] = None if values["optimizer"] == "adam" else values["momentum"]
+            if values["optimizer"] == "sgd" and values["momentum"] is None:
+                values["momentum"] = 0.9
+        return TrainingRecipe(**values)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of every field (the inverse of :meth:`from_dict`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunConfig:
+        """A config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        return _from_dict(cls, values)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a finished training run ended (``summary.json``).
+
+    Attributes
+    ----------
+    epochs : int
+        Epochs trained.
+    reached_target : bool
+        Whether the last epoch's running train accuracy reached the recipe's target (else the
+        run stopped at the cap).
+    final_train_accuracy, final_train_accuracy_true : float
+        Running train accuracy of the last epoch against the corrupted and the true labels.
+    final_test_accuracy : float
+        Eval-mode test accuracy after the last epoch.
+    best_epoch : int
+        Epoch (>= 1) with the highest test accuracy, the first on ties
+        (``checkpoints/best.safetensors``).
+    best_test_accuracy : float
+    seconds : float
+        Time spent training and evaluating, summed over all sessions of a resumed run
+        (checkpoint writing excluded).
+    device : str
+        Device of the last session.
+    torch_version : str
+    """
+
+    epochs: int
+    reached_target: bool
+    final_train_accuracy: float
+    final_train_accuracy_true: float | None
+    final_test_accuracy: float
+    best_epoch: int
+    best_test_accuracy: float
+    seconds: float
+    device: str
+    torch_version: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunSummary:
+        """A summary from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        return _from_dict(cls, values)

@@ -1,0 +1,1 @@
+"""Sweeps: TOML grids of runs × experiments, resumable, into one tidy results table."""

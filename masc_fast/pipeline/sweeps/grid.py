@@ -1,0 +1,325 @@
+"""Sweep files: read and check the TOML file that names a grid of experiments.
+
+The format::
+
+    [sweep]
+    out = "runs/demo-grid"      # training runs go to out/runs, the tidy table to out/results
+    models = ["mlp"]
+    datasets = ["digits"]
+    p = [0.0, 0.2, 0.4]
+    seeds = [0, 1, 2]           # default [0]
+    experiments = ["exp1", "exp2", "exp3"]   # default ["exp1"]
+    format = "csv"              # or "parquet" (needs pyarrow); default "csv"
+
+    [train]                     # optional RunConfig overrides (masc_fast.pipeline.runs.config)
+    max_epochs = 20
+
+    [probe]                     # optional ProbeSettings (masc_fast.pipeline.experiments.masc)
+    variance = 0.99
+
+:func:`load_sweep` turns it into a :class:`SweepSpec` whose :meth:`~SweepSpec.cells` are the
+grid's :class:`Cell` s, or refuses it with a message naming the file and the key;
+:func:`masc_fast.pipeline.sweeps.run.run_sweep` runs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import numbers
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+__all__ = ["Cell", "SweepSpec", "load_sweep"]
+
+logger = logging.getLogger(__name__)
+
+_SECTIONS = ("sweep", "train", "probe")
+_SWEEP_KEYS = ("out", "models", "datasets", "p", "seeds", "experiments", "format")
+_REQUIRED = ("out", "models", "datasets", "p")
+_FORMATS = ("csv", "parquet")
+# The grid's own axes: a [train] table may not set them.
+_CELL_FIELDS = ("model", "dataset", "p", "seed")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of a sweep grid: a training run's coordinates and the experiment on it."""
+
+    model: str
+    dataset: str
+    p: float
+    seed: int
+    experiment: str
+
+    @property
+    def cell_id(self) -> str:
+        """Stable id and file name, e.g. ``mlp-digits-p0.2-s1-exp1``."""
+        return f"{self.model}-{self.dataset}-p{self.p:g}-s{self.seed}-{self.experiment}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file (see the module docstring for the format).
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The sweep folder (relative paths in the file are resolved against the file's folder).
+    models, datasets, experiments : tuple of str
+    p : tuple of float
+    seeds : tuple of int
+    train : dict
+        ``[train]``: keyword overrides of :class:`masc_fast.pipeline.runs.config.RunConfig`.
+    probe : dict
+        ``[probe]``: keyword arguments of ``masc_fast.pipeline.experiments.masc.ProbeSettings``.
+    format : {"csv", "parquet"}
+        Format of the rebuilt table.
+    source : pathlib.Path or None
+        The file it was read from.
+    """
+
+    out: Path
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    p: tuple[float, ...]
+    seeds: tuple[int, ...] = (0,)
+    experiments: tuple[str, ...] = ("exp1",)
+    train: dict = field(default_factory=dict)
+    probe: dict = field(default_factory=dict)
+    format: str = "csv"
+    source: Path | None = None
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where the cell runner keeps training runs: ``out/runs``."""
+        return self.out / "runs"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where the cell files and the table live: ``out/results``."""
+        return self.out / "results"
+
+    def cells(self) -> list[Cell]:
+        """The grid in a stable order: models, then datasets, p, seeds, experiments."""
+        return [
+            Cell(model, dataset, p, seed, experiment)
+            for model in self.models
+            for dataset in self.datasets
+            for p in self.p
+            for seed in self.seeds
+            for experiment in self.experiments
+        ]
+
+
+class _Where:
+    """Prefix for error messages: the file and the key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, key: str, message: str) -> ValueError:
+        return ValueError(f"{self.path}: {key}: {message}")
+
+
+def _as_list(value, key: str, where: _Where) -> list:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise where.error(key, "must not be empty")
+    return values
+
+
+def _names(value, key: str, where: _Where) -> tuple[str, ...]:
+    names = _as_list(value, key, where)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise where.error(key, f"must be a list of non-empty strings, got {name!r}")
+        if not all(ch.isalnum() or ch in "_.-" for ch in name) or name.startswith((".", "-")):
+            raise where.error(key, f"{name!r} may hold only letters, digits and _ . -")
+    return _unique(names, key, where)
+
+
+def _probabilities(value, key: str, where: _Where) -> tuple[float, ...]:
+    values = _as_list(value, key, where)
+    for p in values:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise where.error(key, f"must be numbers in [0, 1], got {p!r}")
+    return _unique([float(p) for p in values], key, where)
+
+
+def _seeds(value, key: str, where: _Where) -> tuple[int, ...]:
+    values = _as_list(value, key, where)
+    for seed in values:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise where.error(key, f"must be whole numbers >= 0, got {seed!r}")
+    return _unique(values, key, where)
+
+
+def _unique(values: list, key: str, where: _Where) -> tuple:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise where.error(key, f"lists {repeated} more than once")
+    return tuple(values)
+
+
+def _experiments(value, key: str, where: _Where) -> tuple[str, ...]:
+    from masc_fast.pipeline.experiments.masc import EXPERIMENTS
+
+    names = _names(value, key, where)
+    unknown = [name for name in names if name not in EXPERIMENTS]
+    if unknown:
+        raise where.error(key, f"unknown experiment(s) {unknown}; expected some of {EXPERIMENTS}")
+    return names
+
+
+def _options(table, section: str, where: _Where, fields: Mapping[str, object] | None) -> dict:
+    """A ``[train]`` / ``[probe]`` table, keys checked against ``fields`` (name → default)."""
+    if not isinstance(table, dict):
+        raise where.error(f"[{section}]", f"must be a table, got {type(table).__name__}")
+    for key, value in table.items():
+        name = f"{section}.{key}"
+        if isinstance(value, dict):
+            raise where.error(name, "must be a value, not a table")
+        if section == "train" and key in _CELL_FIELDS:
+            raise where.error(name, f"is a grid axis; set it in [sweep] ({_plural(key)})")
+        if fields is None:
+            continue
+        if key not in fields:
+            raise where.error(name, f"unknown option; known: {sorted(fields)}")
+        _check_like_default(value, fields[key], name, where)
+    return dict(table)
+
+
+def _plural(key: str) -> str:
+    return {"p": "p", "seed": "seeds", "model": "models", "dataset": "datasets"}[key]
+
+
+def _check_like_default(value, default, name: str, where: _Where) -> None:
+    """The value has the kind of its field's default (bool, whole number, number, string)."""
+    if default is None or default is dataclasses.MISSING:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise where.error(name, f"must be {kind}, got {value!r}")
+
+
+def _dataclass_defaults(module: str, name: str) -> dict | None:
+    """``{field: default}`` of a dataclass in ``masc_fast.<module>``; None if not installed."""
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(f"masc_fast.{module}"), name)
+    except ModuleNotFoundError as error:
+        if error.name != f"masc_fast.{module}":
+            raise
+        logger.info("masc_fast.%s is not available; options are not checked by name", module)
+        return None
+    defaults = {}
+    for item in dataclasses.fields(cls):
+        if item.default is not dataclasses.MISSING:
+            defaults[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            defaults[item.name] = item.default_factory()
+        else:
+            defaults[item.name] = None
+    return defaults
+
+
+def load_sweep(path: str | os.PathLike) -> SweepSpec:
+    """Read and check a sweep file.
+
+    Parameters
+    ----------
+    path : path
+        A TOML file with a ``[sweep]`` table and optional ``[train]`` and ``[probe]`` tables
+        (format in the module docstring).
+
+    Returns
+    -------
+    SweepSpec
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        Invalid TOML, a missing or unknown key, a value of the wrong kind or out of range, a
+        repeated grid value, two cells with the same id; the message names the file and the
+        key (e.g. ``grid.toml: sweep.p: must be numbers in [0, 1], got 1.5``).
+
+    Example
+    -------
+    >>> spec = load_sweep("grid.toml")  # doctest: +SKIP
+    >>> [cell.cell_id for cell in spec.cells()][:2]  # doctest: +SKIP
+    ['mlp-digits-p0-s0-exp1', 'mlp-digits-p0-s0-exp2']
+    """
+    path = Path(path)
+    where = _Where(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML: {error}") from error
+    unknown = [key for key in document if key not in _SECTIONS]
+    if unknown:
+        raise where.error(unknown[0], f"unknown section; expected some of {list(_SECTIONS)}")
+    if "sweep" not in document:
+        raise where.error("[sweep]", "missing; it names out, models, datasets and p")
+    sweep = document["sweep"]
+    if not isinstance(sweep, dict):
+        raise where.error("sweep", "must be a table")
+    for key in sweep:
+        if key not in _SWEEP_KEYS:
+            raise where.error(f"sweep.{key}", f"unknown key; expected some of {list(_SWEEP_KEYS)}")
+    for key in _REQUIRED:
+        if key not in sweep:
+            raise where.error(f"sweep.{key}", "missing (required)")
+    out = sweep["out"]
+    if not isinstance(out, str) or not out:
+        raise where.error("sweep.out", f"must be a non-empty string path, got {out!r}")
+    fmt = sweep.get("format", "csv")
+    if fmt not in _FORMATS:
+        raise where.error("sweep.format", f"must be one of {list(_FORMATS)}, got {fmt!r}")
+    spec = SweepSpec(
+        out=(path.parent / out).resolve() if not Path(out).is_absolute() else Path(out),
+        models=_names(sweep["models"], "sweep.models", where),
+        datasets=_names(sweep["datasets"], "sweep.datasets", where),
+        p=_probabilities(sweep["p"], "sweep.p", where),
+        seeds=_seeds(sweep.get("seeds", [0]), "sweep.seeds", where),
+        experiments=_experiments(sweep.get("experiments", ["exp1"]), "sweep.experiments", where),
+        train=_options(
+            document.get("train", {}),
+            "train",
+            where,
+            _dataclass_defaults("run_config", "RunConfig"),
+        ),
+        probe=_options(
+            document.get("probe", {}),
+            "probe",
+            where,
+            _dataclass_defaults("experiments", "ProbeSettings"),
+        ),
+        format=fmt,
+        source=path,
+    )
+    ids = [cell.cell_id for cell in spec.cells()]
+    if len(set(ids)) != len(ids):
+        clash = sorted({cell_id for cell_id in ids if ids.count(cell_id) > 1})
+        raise where.error("sweep.p", f"values too close to tell apart in cell ids: {clash[:3]}")
+    return spec

@@ -1,0 +1,88 @@
+"""Durable state of a probe's fit pass, so a killed probe resumes where it stopped.
+
+Under the probe's ``activation_dir``: ``checkpoint.json`` (batches done, a fingerprint of each
+batch's labels, layer plans, shard row counts, the model's running accuracy counts) and
+``state_<n>.safetensors`` (Grams, class energies and counts). The tensors are written first
+under a new name, then the manifest is replaced atomically, then the old tensors are deleted:
+at every instant the manifest names a complete tensor file. Shard files may hold rows past the
+manifest; :meth:`masc_fast.probing.activation_store.LayerShards.restore` cuts them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from masc_fast._io import atomic_path, atomic_write_text
+
+__all__ = ["FitCheckpoint", "label_fingerprint"]
+
+MANIFEST = "checkpoint.json"
+FORMAT = 1
+
+
+def label_fingerprint(*labels) -> int:
+    """CRC32 of a batch's label tensors (None skipped): resume checks the loader replays."""
+    checksum = 0
+    for value in labels:
+        if value is None:
+            continue
+        array = np.ascontiguousarray(torch.as_tensor(value).cpu().numpy().astype(np.int64))
+        checksum = zlib.crc32(array.tobytes(), checksum)
+    return checksum
+
+
+class FitCheckpoint:
+    """Read and write the fit-pass checkpoint in ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST
+
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def load(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(manifest, tensors) of the last complete checkpoint."""
+        from safetensors.torch import load_file
+
+        manifest = json.loads(self.manifest_path.read_text())
+        if manifest.get("format") != FORMAT:
+            raise ValueError(
+                f"{self.manifest_path}: checkpoint format {manifest.get('format')!r}, this "
+                f"version reads {FORMAT}; start afresh in an empty directory"
+            )
+        tensors = load_file(self.directory / manifest["tensors"]) if manifest["tensors"] else {}
+        return manifest, tensors
+
+    def save(self, manifest: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Write ``tensors`` then ``manifest`` (atomically), then drop the previous tensors."""
+        from safetensors.torch import save_file
+
+        previous, serial = None, 1
+        if self.exists():
+            last = json.loads(self.manifest_path.read_text())
+            previous, serial = last.get("tensors"), int(last.get("serial", 0)) + 1
+        name = f"state_{serial:06d}.safetensors"
+        with atomic_path(self.directory / name) as tmp:
+            save_file({key: value.contiguous() for key, value in tensors.items()}, tmp)
+        manifest = dict(manifest, format=FORMAT, serial=serial, tensors=name)
+        atomic_write_text(self.manifest_path, json.dumps(manifest))
+        if previous and previous != name:
+            (self.directory / previous).unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Delete the manifest and its tensors (the shards are removed by their owners)."""
+        if self.exists():
+            name = json.loads(self.manifest_path.read_text()).get("tensors")
+            if name:
+                (self.directory / name).unlink(missing_ok=True)
+            self.manifest_path.unlink()

@@ -1,0 +1,321 @@
+"""The probe's fit pass: stream the training data once, then fit every layer's subspaces.
+
+Each layer gets a strategy (:mod:`masc_fast.probing.strategy`): ``gram`` layers feed one
+:class:`~masc_fast.GramAccumulator` per label set, ``stored`` layers (and ``gram_trick`` /
+``randomized``) one :class:`~masc_fast.probing.stored_layer.StoredLayer` that writes class-grouped
+shards. With a checkpoint directory the pass saves its state every ``checkpoint_seconds`` (and
+when it ends), and ``resume=True`` continues from it: batches already folded in are read from
+the loader but not run through the model, after checking their labels against the fingerprints
+saved with them.
+
+Each layer's share of the fit (its Gram updates or shard writes in the pass, and its eigensolve
+or stored fit) is timed into :attr:`FitOutcome.build_seconds` by a :class:`LayerTimer`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from masc_fast._validation import as_tensor, check_activations
+from masc_fast.accumulator import GramAccumulator
+from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, unpack
+from masc_fast.probing.fit_checkpoint import FitCheckpoint, label_fingerprint
+from masc_fast.probing.phases import PhaseClock
+from masc_fast.probing.stored_layer import StoredLayer
+from masc_fast.probing.strategy import plan_strategies
+
+__all__ = ["FitOptions", "FitPass", "FitOutcome", "LayerTimer"]
+
+
+class LayerTimer:
+    """Wall seconds per key (e.g. ``(layer, label set)``), summed over however many entries.
+
+    On a CUDA device every entry and exit synchronises the device, so a layer's queued kernels
+    are charged to it rather than to whichever layer next waits on the GPU. That costs one
+    stall per timed block (a few µs each, plus the lost overlap between layers); on the CPU
+    nothing is synchronised.
+    """
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.seconds: dict = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def time(self, key) -> Iterator[None]:
+        """Add the enclosed time to ``key``."""
+        self._sync()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.add(key, time.perf_counter() - started)
+
+    def add(self, key, seconds: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    num_classes: int | None
+    variance: float
+    device: torch.device
+    backend: str | None
+    progress: bool
+    accumulate_dtype: torch.dtype
+    eigensolver: str
+    strategy: object  # str or mapping layer -> str
+    memory_budget: int
+    store_dir: Path
+    store_dtype: torch.dtype
+    checkpoint: FitCheckpoint | None
+    resume: bool
+    checkpoint_seconds: float
+
+
+@dataclass
+class FitOutcome:
+    subspaces: dict  # (layer, label set) -> ClassSubspaces
+    model_counter: Counter
+    dims: dict
+    strategies: dict  # layer -> strategy
+    backends: set
+    stored: dict  # layer -> StoredLayer (their shards, for cleanup)
+    # (layer, label set) -> seconds of its Gram updates / shard writes and its fit, this process
+    build_seconds: dict = field(default_factory=dict)
+
+
+class FitPass:
+    """One fit pass over ``loader`` through ``tap``, timed into ``clock``."""
+
+    def __init__(self, tap, options: FitOptions, clock: PhaseClock):
+        self.tap, self.options, self.clock = tap, options, clock
+        self.num_classes = options.num_classes
+        self.label_sets: tuple[str, ...] | None = None
+        self.dims: dict[str, int] = {}
+        self.strategies: dict[str, str] = {}
+        self.accumulators: dict[tuple[str, str], GramAccumulator] = {}
+        self.stored: dict[str, StoredLayer] = {}
+        self.model_counter = Counter()
+        self.fingerprints: list[int] = []
+        self.complete = False
+        self._last_save = time.monotonic()
+        self.timer = LayerTimer(options.device)
+
+    # ---- layer objects
+    def _build(self) -> None:
+        opts = self.options
+        self.strategies = plan_strategies(
+            self.dims,
+            num_classes=self.num_classes,
+            label_sets=len(self.label_sets),
+            memory_budget=opts.memory_budget,
+            requested=opts.strategy,
+        )
+        for layer, dim in self.dims.items():
+            if self.strategies[layer] == "gram":
+                for name in self.label_sets:
+                    self.accumulators[(layer, name)] = GramAccumulator(
+                        self.num_classes,
+                        dim,
+                        device=opts.device,
+                        dtype=opts.accumulate_dtype,
+                        backend=opts.backend,
+                        layer=layer,
+                    )
+            else:
+                self.stored[layer] = StoredLayer(
+                    opts.store_dir,
+                    layer=layer,
+                    num_classes=self.num_classes,
+                    dim=dim,
+                    label_sets=self.label_sets,
+                    method=self.strategies[layer],
+                    memory_budget=opts.memory_budget,
+                    dtype=opts.store_dtype,
+                )
+
+    # ---- checkpoints
+    def _save(self) -> None:
+        checkpoint = self.options.checkpoint
+        if checkpoint is None or self.label_sets is None:
+            return
+        tensors, layers = {}, {}
+        for (layer, name), accumulator in self.accumulators.items():
+            for key, value in accumulator.state().items():
+                tensors[f"gram/{layer}/{name}/{key}"] = value
+        for layer, stored in self.stored.items():
+            meta, state = stored.state()
+            layers[layer] = meta
+            tensors.update({f"stored/{layer}/{key}": value for key, value in state.items()})
+        manifest = {
+            "batches": len(self.fingerprints),
+            "fingerprints": self.fingerprints,
+            "complete": self.complete,
+            "num_classes": self.num_classes,
+            "label_sets": list(self.label_sets),
+            "dims": self.dims,
+            "strategies": self.strategies,
+            "stored": layers,
+            "model_counter": self.model_counter.to_json(),
+        }
+        started = time.monotonic()
+        checkpoint.save(manifest, tensors)
+        self._last_save = time.monotonic()
+        if self.options.checkpoint_seconds > 0:  # saving may not take more than a tenth
+            self._last_save += 9 * (self._last_save - started)
+
+    def _restore(self) -> None:
+        manifest, tensors = self.options.checkpoint.load()
+        self.num_classes = manifest["num_classes"]
+        self.label_sets = tuple(manifest["label_sets"])
+        self.dims = dict(manifest["dims"])
+        self._build()
+        if self.strategies != manifest["strategies"]:
+            raise ValueError(
+                f"resume: the checkpoint fitted layers as {manifest['strategies']}, this call "
+                f"plans {self.strategies}; pass the same layers, strategy and memory_budget"
+            )
+        for (layer, name), accumulator in self.accumulators.items():
+            prefix = f"gram/{layer}/{name}/"
+            accumulator.restore({key: tensors[prefix + key] for key in ("gram", "counts")})
+        for layer, stored in self.stored.items():
+            prefix = f"stored/{layer}/"
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            stored.restore(manifest["stored"][layer], state)
+        self.fingerprints = list(manifest["fingerprints"])
+        self.model_counter = Counter.from_json(manifest["model_counter"])
+        self.complete = bool(manifest["complete"])
+
+    # ---- the pass
+    def run(self, loader) -> FitOutcome:
+        opts = self.options
+        if opts.resume and opts.checkpoint is not None and opts.checkpoint.exists():
+            self._restore()
+        if not self.complete:
+            self._stream(loader)
+            self.complete = True
+            self._save()
+        return self._fit()
+
+    def _stream(self, loader) -> None:
+        opts = self.options
+        done = len(self.fingerprints)
+        bar = tqdm(desc="probe: fit pass", unit="rows", unit_scale=True, disable=not opts.progress)
+        index = -1
+        for index, batch in enumerate(loader):
+            x, y, y_true = unpack(batch, index, train=True)
+            if index < done:
+                if label_fingerprint(y, y_true) != self.fingerprints[index]:
+                    raise ValueError(
+                        f"resume: batch {index} has other labels than when it was checkpointed; "
+                        f"the loader must replay the same batches in the same order "
+                        f"(shuffle=False or a seeded sampler)"
+                    )
+                bar.update(len(y))
+                continue
+            with self.clock.phase("forward"):
+                output, activations = self.tap.forward(as_tensor(x, "x", device=opts.device))
+            n = self._add_batch(index, output, activations, y, y_true)
+            self.fingerprints.append(label_fingerprint(y, y_true))
+            if index == done:
+                plan = " ".join(f"{layer}={how}" for layer, how in self.strategies.items())
+                bar.set_postfix_str(plan, refresh=False)
+            bar.update(n)
+            if opts.checkpoint is not None:
+                if time.monotonic() - self._last_save >= opts.checkpoint_seconds:
+                    self._save()
+        bar.close()
+        if index < 0 and done == 0:
+            raise ValueError("the training loader yielded no batches")
+        if index + 1 < done:
+            raise ValueError(
+                f"resume: the loader yielded {index + 1} batches, the checkpoint already has "
+                f"{done}; it must replay the same batches"
+            )
+
+    def _add_batch(self, index, output, activations, y, y_true) -> int:
+        opts = self.options
+        if self.num_classes is None:
+            if output.ndim != 2:
+                raise ValueError(f"model output has shape {tuple(output.shape)}; pass num_classes=")
+            self.num_classes = output.shape[1]
+        n = output.shape[0]
+        label_sets = {CORRUPTED: labels_of(y, self.num_classes, n, index, "labels", opts.device)}
+        if y_true is not None:
+            label_sets[TRUE] = labels_of(
+                y_true, self.num_classes, n, index, "true labels", opts.device
+            )
+        if self.label_sets is None:
+            self.label_sets = tuple(label_sets)
+        elif tuple(label_sets) != self.label_sets:
+            missing = set(label_sets) ^ set(self.label_sets)
+            raise ValueError(
+                f"batch {index}: label sets {sorted(label_sets)} differ from the first "
+                f"batch's {list(self.label_sets)} ({sorted(missing)}); give every batch the "
+                f"same fields"
+            )
+        if output.ndim == 2 and output.shape[1] == self.num_classes:
+            predicted = output.argmax(dim=1)
+            for name, labels in label_sets.items():
+                self.model_counter.add(("train", name), predicted, labels)
+        for layer, act in activations.items():
+            self.dims.setdefault(layer, act.shape[1])
+            check_activations(act, layer=layer, batch=index, dim=self.dims[layer])
+        if not self.strategies:
+            self._build()
+        with self.clock.phase("gram"):
+            for layer, act in activations.items():
+                if layer in self.stored:
+                    # one shard write serves every label set; split among them in _fit
+                    with self.timer.time(layer):
+                        self.stored[layer].update(act, label_sets)
+                    continue
+                for name, labels in label_sets.items():
+                    with self.timer.time((layer, name)):
+                        self.accumulators[(layer, name)].update(act, labels)
+        return n
+
+    def _fit(self) -> FitOutcome:
+        opts = self.options
+        subspaces = {}
+        backends = {accumulator.backend for accumulator in self.accumulators.values()}
+        if self.stored:
+            backends.add("torch")  # the stored fits run plain torch products
+        timer = self.timer
+        with self.clock.phase("eigensolve"):
+            for key in list(self.accumulators):
+                with timer.time(key):
+                    subspaces[key] = self.accumulators.pop(key).fit(
+                        opts.variance, method=opts.eigensolver
+                    )
+            for layer, stored in self.stored.items():
+                streamed = timer.seconds.pop(layer, 0.0)
+                for name in stored.label_sets:
+                    timer.add((layer, name), streamed / len(stored.label_sets))
+                    with timer.time((layer, name)):
+                        subspaces[(layer, name)] = stored.fit(
+                            name, opts.variance, progress=opts.progress, device=opts.device
+                        )
+        order = {layer: i for i, layer in enumerate(self.dims)}
+        ordered = dict(sorted(subspaces.items(), key=lambda item: order[item[0][0]]))
+        return FitOutcome(
+            subspaces=ordered,
+            model_counter=self.model_counter,
+            dims=self.dims,
+            strategies=self.strategies,
+            backends=backends,
+            stored=self.stored,
+            build_seconds={key: timer.seconds.get(key, 0.0) for key in ordered},
+        )

@@ -1,0 +1,191 @@
+"""Class subspaces from stored rows: the Gram trick and randomized PCA.
+
+When the (K, d, d) Grams do not fit the memory budget, the streaming pass keeps each class's
+rows on disk (:class:`masc_fast.probing.activation_store.LayerShards`) and its exact energy
+``‖X_k‖_F² = trace(X_kᵀ X_k)``, and a class is fitted afterwards in one of two ways:
+
+* ``gram_trick`` (n_k <= d): eigendecompose the small ``X_k X_kᵀ`` (n_k × n_k, float32
+  products summed in float64 over column chunks); its non-zero eigenvalues are those of
+  ``X_kᵀ X_k`` and ``U = X_kᵀ V Λ^{-1/2}``. Exact up to float32 products.
+* ``randomized`` (n_k > d, or ``X_k X_kᵀ`` too large): randomized block subspace iteration with
+  Rayleigh–Ritz on the implicit operator ``v ↦ X_kᵀ (X_k v)``, each application one chunked pass
+  over the stored rows: the range finder with oversampling, grown until the Ritz values hold
+  more than t of the exact total, and power-iterated until the kept Ritz pairs have residuals
+  ``<= tol · θ_1`` (or ``max_passes`` is reached; the result then carries what it captured).
+
+Either way the variance rule counts against the exact streamed total, and the fraction each class
+captures is ``ClassSubspaces.explained_variance``. Bases are float32 (the scoring precision).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from masc_fast.linalg.eigensolvers import (
+    _OVERSAMPLE,
+    ClassEigen,
+    _judge,
+    _numerical_rank,
+    _orthonormal,
+    _ritz,
+    components_for_variance,
+    exact_eigh,
+)
+from masc_fast.probing.activation_store import LayerShards
+
+__all__ = ["STORED_METHODS", "choose_stored_method", "fit_stored_class"]
+
+logger = logging.getLogger(__name__)
+
+STORED_METHODS = ("gram_trick", "randomized")
+
+
+def choose_stored_method(rows: int, dim: int, memory_budget: int) -> str:
+    """``gram_trick`` when the class has no more rows than features and its n_k × n_k float64
+    Gram (with its eigenvectors) fits a quarter of the budget, else ``randomized``."""
+    if rows <= dim and 2 * 8 * rows * rows <= memory_budget // 4:
+        return "gram_trick"
+    return "randomized"
+
+
+def _column_chunks(dim: int, rows: int, chunk_bytes: int) -> list[slice]:
+    width = max(1, min(dim, chunk_bytes // max(1, 4 * rows)))
+    return [slice(start, min(dim, start + width)) for start in range(0, dim, width)]
+
+
+def _gram_trick(shards, label_set, label, rows, *, variance, total, chunk_bytes, device):
+    columns = _column_chunks(shards.dim, rows, chunk_bytes)
+    gram = torch.zeros(rows, rows, dtype=torch.float64, device=device)
+    for part in columns:
+        block = shards.read(label_set, label, columns=part, device=device)
+        gram += (block @ block.T).to(torch.float64)
+    values, vectors = exact_eigh(gram)
+    del gram
+    rank_cap = _numerical_rank(values, max(rows, shards.dim))
+    keep = components_for_variance(values, total, variance, rank_cap)
+    scale = (vectors[:, :keep] / values[:keep].sqrt()).to(torch.float32)
+    basis = torch.empty(shards.dim, keep, dtype=torch.float32, device=device)
+    for part in columns:
+        basis[part] = shards.read(label_set, label, columns=part, device=device).T @ scale
+    return ClassEigen(values[:rank_cap], basis, total, rank_cap, "gram_trick")
+
+
+class _StoredOperator:
+    """``v ↦ X_kᵀ (X_k v)`` over a class's stored rows (float32 products, float64 sums)."""
+
+    def __init__(self, shards: LayerShards, label_set: str, label: int, chunk_rows: int, device):
+        self.shards, self.label_set, self.label = shards, label_set, label
+        self.chunk_rows, self.device = chunk_rows, device
+        self.shape = (shards.dim, shards.dim)
+        self.passes = 0
+
+    def __matmul__(self, block: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
+        single = block.to(torch.float32)
+        image = torch.zeros(block.shape, dtype=torch.float64, device=self.device)
+        chunks = self.shards.chunks(
+            self.label_set, self.label, chunk_rows=self.chunk_rows, device=self.device
+        )
+        for rows in chunks:
+            image += (rows.T @ (rows @ single)).to(torch.float64)
+        return image
+
+
+def _randomized(
+    shards, label_set, label, rows, *, variance, total, chunk_bytes, tol, max_passes, device
+):
+    dim = shards.dim
+    rank_bound = min(rows, dim)
+    operator = _StoredOperator(
+        shards, label_set, label, chunk_rows=max(1, chunk_bytes // (4 * dim)), device=device
+    )
+    wanted = min(int(variance), rank_bound) if variance >= 1 else min(32, rank_bound)
+    block = min(dim, rank_bound + _OVERSAMPLE, wanted + _OVERSAMPLE)
+    generator = torch.Generator().manual_seed(label)
+
+    def random_columns(count: int) -> torch.Tensor:
+        return torch.randn(dim, count, generator=generator, dtype=torch.float64).to(device)
+
+    basis = _orthonormal(operator @ random_columns(block))
+    while True:
+        values, vectors, residuals, image = _ritz(operator, basis)
+        verdict = _judge(
+            values,
+            residuals,
+            block=block,
+            dim=dim,
+            variance=variance,
+            total=total,
+            rank_cap=rank_bound,
+            tol=tol,
+            max_fraction=1.0,
+        )
+        if verdict.converged or operator.passes >= max_passes:
+            if not verdict.converged:
+                logger.info(
+                    "class %d: randomized PCA stopped after %d passes before its residuals "
+                    "reached tol=%g",
+                    label,
+                    operator.passes,
+                    tol,
+                )
+            keep = components_for_variance(values, total, variance, verdict.rank_cap)
+            vectors = vectors[:, :keep].to(torch.float32)
+            return ClassEigen(values, vectors, total, verdict.rank_cap, "randomized")
+        grown = verdict.next_block
+        if grown > block:
+            image = torch.cat([image, operator @ random_columns(grown - block)], dim=1)
+        basis = _orthonormal(image)
+        block = grown
+
+
+def fit_stored_class(
+    shards: LayerShards,
+    label_set: str,
+    label: int,
+    *,
+    variance: float,
+    total: float,
+    method: str,
+    chunk_bytes: int = 256 << 20,
+    tol: float = 1e-5,
+    max_passes: int = 40,
+    device: torch.device | str = "cpu",
+) -> ClassEigen | None:
+    """One class's eigenpairs from its stored rows, by ``method``; ``None`` when it has none.
+
+    ``total`` is the class's exact energy from the streaming pass. ``chunk_bytes`` bounds the
+    rows read at once; ``tol`` and ``max_passes`` bound the randomized iteration. The products
+    and the eigensolve run on ``device``; so does the returned basis.
+    """
+    device = torch.device(device)
+    if method not in STORED_METHODS:
+        raise ValueError(f"stored method must be one of {STORED_METHODS}, got {method!r}")
+    rows = shards.count(label_set, label)
+    if rows == 0 or total <= 0:
+        return None
+    if method == "gram_trick":
+        return _gram_trick(
+            shards,
+            label_set,
+            label,
+            rows,
+            variance=variance,
+            total=total,
+            chunk_bytes=chunk_bytes,
+            device=device,
+        )
+    return _randomized(
+        shards,
+        label_set,
+        label,
+        rows,
+        variance=variance,
+        total=total,
+        chunk_bytes=chunk_bytes,
+        tol=tol,
+        max_passes=max_passes,
+        device=device,
+    )

@@ -1,0 +1,1 @@
+"""Synthetic data and small trained models for tests and benchmarks (not part of the engine)."""
