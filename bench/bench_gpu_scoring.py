@@ -27,7 +27,7 @@ import pytest
 import torch
 from _gpu import DEVICE, INTERPRET, SKIP_REASON
 
-from masc_fast.backends.torch_ops import _precision_product
+from masc_fast.backends.torch_ops import precision_product
 
 if SKIP_REASON:
     pytest.skip(SKIP_REASON, allow_module_level=True)
@@ -110,7 +110,7 @@ def _gemm(x, basis, precision):
     if precision == "bf16":
         a, b = x.bfloat16(), basis.bfloat16()
         return lambda: a @ b
-    product = _precision_product(precision)
+    product = precision_product(precision)
     return lambda: product(x, basis)
 
 

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 import torch
 import triton
 
-__all__ = ["FLOAT_DTYPES", "PRECISIONS", "FusedBlocks", "epilogue_blocks", "fused_blocks"]
+__all__ = [
+    "EPILOGUE_MAX_CLASSES",
+    "FLOAT_DTYPES",
+    "PRECISIONS",
+    "FusedBlocks",
+    "epilogue_blocks",
+    "fused_blocks",
+]
 
 # Scores are stored in the input dtype; half inputs are refused (the "bf16" precision mode rounds
 # float32 tiles in registers instead, so ||x||^2 and the scores keep float32 range and rounding).
@@ -50,6 +57,10 @@ _INTERPRETER_BLOCKS = FusedBlocks(32, 32, 32, group_m=2)
 # 16 per thread.
 _EPILOGUE_ELEMENTS = 2048
 _EPILOGUE_BLOCK_D = 64
+# The epilogue holds all K classes of its rows in one tile (BLOCK_K = next power of two >= K):
+# at K = 4096 that is one row of 4096 float64 energies per program, 32 per thread at 4 warps;
+# larger tiles would spill. The launcher refuses more classes, the limit the kernel header states.
+EPILOGUE_MAX_CLASSES = 4096
 
 
 def fused_blocks(precision: str, dtype: torch.dtype, device: torch.device) -> FusedBlocks:

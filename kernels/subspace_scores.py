@@ -47,7 +47,8 @@ the order of its columns' positions within a tile, so two classes with the same 
 different positions can score a rounding apart. Exact ties from clamping (score 1) and zero
 rows (score 0) stay exact; predictions can differ from an unfused sum only at near-ties.
 
-Limits: row and column offsets are int64. K up to 4096 per epilogue program (BLOCK_K). Block
+Limits: row and column offsets are int64. K up to 4096 per epilogue program (BLOCK_K); the
+launcher raises ValueError for more (EPILOGUE_MAX_CLASSES). Block
 sizes come from masc_fast.kernels._utils.fused_blocks; provisional until a GPU sweep is
 recorded. enable_fp_fusion=False keeps each square rounded before it is added (states the
 choice that triton otherwise warns about).
@@ -60,6 +61,7 @@ import triton
 import triton.language as tl
 
 from masc_fast.kernels._utils import (
+    EPILOGUE_MAX_CLASSES,
     FLOAT_DTYPES,
     PRECISIONS,
     FusedBlocks,
@@ -252,6 +254,12 @@ def subspace_scores(
         raise ValueError(f"basis has {basis.shape[0]} rows but x has {d} columns")
     if offsets.ndim != 1 or offsets.shape[0] < 1:
         raise ValueError(f"offsets must be 1-D with K + 1 >= 1 entries, got {tuple(offsets.shape)}")
+    if offsets.shape[0] - 1 > EPILOGUE_MAX_CLASSES:
+        raise ValueError(
+            f"{offsets.shape[0] - 1} classes: the fused scoring epilogue holds at most "
+            f"EPILOGUE_MAX_CLASSES = {EPILOGUE_MAX_CLASSES} classes per program; score with "
+            f"backend='torch'"
+        )
     if basis.device != x.device or offsets.device != x.device:
         raise ValueError(
             f"x, basis and offsets must share a device, got {x.device}, {basis.device} and "

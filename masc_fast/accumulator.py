@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 
 import torch
 
 from masc_fast._validation import as_tensor, check_activations, check_labels, check_variance, where
 from masc_fast.backends import get_backend, select_backend
 from masc_fast.linalg.batched import class_eigh_batched
-from masc_fast.linalg.eigensolvers import ClassEigen, class_eigh
+from masc_fast.linalg.eigensolvers import class_eigh
+from masc_fast.linalg.spectra import ClassEigen
 from masc_fast.subspace import ClassSubspaces
 
 __all__ = ["EmptyClassWarning", "GramAccumulator"]
@@ -112,10 +114,21 @@ class GramAccumulator:
         self.gram = torch.zeros(
             (self.num_classes, self.dim, self.dim), dtype=dtype, device=self.device
         )
-        self.counts = torch.zeros(self.num_classes, dtype=torch.int64)
+        self._counts = torch.zeros(self.num_classes, dtype=torch.int64)  # rows folded in
         self.batches = 0
         self._staged: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._staged_rows = 0
+        #: Called before staged rows are folded in; the probe reads back its deferred batch
+        #: checks there, so labels are known good before any op indexes with them.
+        self.before_flush: Callable[[], None] | None = None
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """Rows seen per class, (K,) int64 on the CPU, staged rows included."""
+        if not self._staged:
+            return self._counts.clone()
+        staged = torch.cat([labels for _, labels in self._staged]).cpu()
+        return self._counts + torch.bincount(staged, minlength=self.num_classes)
 
     def update(self, x, y) -> None:
         """Add a batch: ``x`` (n, d) float tensor/array, ``y`` (n,) integer labels."""
@@ -124,12 +137,19 @@ class GramAccumulator:
         y = check_labels(
             as_tensor(y, "y"), self.num_classes, n=x.shape[0], layer=self.layer, batch=batch
         )
+        self.add_checked(x, y)
+
+    def add_checked(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Stage a batch whose rows and int64 labels the caller has checked.
+
+        The path below :meth:`update`: the probe checks each batch once for all its label sets
+        (:class:`masc_fast._validation.BatchChecks`) and feeds every accumulator through here,
+        so nothing is checked twice and, on CUDA, nothing is read back per batch.
+        """
         self.batches += 1
         if x.shape[0] == 0:
             return
-        x, y = x.to(self.device), y.to(self.device)
-        self.counts += torch.bincount(y, minlength=self.num_classes).cpu()
-        self._staged.append((x, y))
+        self._staged.append((x.to(self.device), y.to(self.device)))
         self._staged_rows += x.shape[0]
         if self._staged_rows >= self._flush_rows:
             self.flush()
@@ -138,9 +158,13 @@ class GramAccumulator:
         """Fold every staged row into the Gram matrices."""
         if not self._staged:
             return
+        if self.before_flush is not None:
+            self.before_flush()
         x = torch.cat([chunk for chunk, _ in self._staged])
         y = torch.cat([labels for _, labels in self._staged])
         self._staged, self._staged_rows = [], 0
+        # One count per flush (a host read on CUDA), not one per batch.
+        self._counts += torch.bincount(y, minlength=self.num_classes).cpu()
         if self.product_dtype is not None or x.dtype not in (torch.float32, torch.float64):
             x = x.to(self.product_dtype or self.gram.dtype)
         self._ops.gram_update(self.gram, x, y)
@@ -148,7 +172,7 @@ class GramAccumulator:
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors that :meth:`restore` takes back (Grams and counts, staged rows folded in)."""
         self.flush()
-        return {"gram": self.gram.cpu().clone(), "counts": self.counts.clone()}
+        return {"gram": self.gram.cpu().clone(), "counts": self._counts.clone()}
 
     def restore(self, tensors) -> None:
         """Continue from a :meth:`state` (a probe checkpoint)."""
@@ -159,7 +183,7 @@ class GramAccumulator:
                 f"{tuple(self.gram.shape)}"
             )
         self.gram.copy_(gram)
-        self.counts = tensors["counts"].clone()
+        self._counts = tensors["counts"].clone()
         self._staged, self._staged_rows = [], 0
 
     def merge(self, other: GramAccumulator) -> GramAccumulator:
@@ -172,7 +196,7 @@ class GramAccumulator:
         self.flush()
         other.flush()
         self.gram += other.gram.to(device=self.device, dtype=self.gram.dtype)
-        self.counts += other.counts
+        self._counts += other.counts
         self.batches += other.batches
         return self
 
@@ -200,8 +224,9 @@ class GramAccumulator:
         if batched is None:
             batched = self.device.type == "cuda"
         usable = []  # rows per class, 0 for the classes left out
+        counts = self._counts.tolist()
         for label in range(self.num_classes):
-            count = int(self.counts[label])
+            count = counts[label]
             if count == 0 or not bool(torch.diagonal(self.gram[label]).any()):
                 warn_absent_class(self.layer, label, count, stacklevel=3)
                 count = 0
@@ -219,5 +244,5 @@ class GramAccumulator:
                 for gram, count in zip(self.gram, usable)
             ]
         return ClassSubspaces(
-            eigens, dim=self.dim, variance=variance, counts=self.counts.clone(), layer=self.layer
+            eigens, dim=self.dim, variance=variance, counts=self._counts.clone(), layer=self.layer
         )

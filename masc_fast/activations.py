@@ -1,4 +1,4 @@
-"""Which layers a probe reads, and forward hooks that hand their activations over.
+"""Which layers a probe reads, forward hooks that hand their activations over, a model's device.
 
 Layer selection, in order of precedence: an explicit ``layers=`` (module names as in
 ``model.named_modules()``, or ``"input"``; a dict maps display names to module names), then a
@@ -15,9 +15,18 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["INPUT", "ActivationTap", "resolve_layers"]
+__all__ = ["INPUT", "ActivationTap", "model_device", "resolve_layers"]
 
 INPUT = "input"
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _auto_layers(model: nn.Module) -> dict[str, str]:

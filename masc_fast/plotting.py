@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -13,10 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from masc_fast._io import atomic_path  # noqa: E402
 
-__all__ = ["plot_probe_result", "plot_probe_grid", "save_figure"]
+__all__ = ["SERIES", "plot_probe_result", "save_figure"]
 
 # (split, labels) -> legend text and marker, in drawing order.
-_SERIES = [
+SERIES = [
     (("train", "corrupted"), "MASC train (corrupted labels)", "o"),
     (("train", "true"), "MASC train (true labels)", "s"),
     (("test", "true"), "MASC test", "^"),
@@ -27,7 +26,7 @@ def _draw(ax, result, subspaces: str) -> None:
     table = result.table[result.table["subspaces"] == subspaces]
     layers = [layer for layer in result.layers if layer in set(table["layer"])]
     positions = range(len(layers))
-    for (split, labels), text, marker in _SERIES:
+    for (split, labels), text, marker in SERIES:
         rows = table[(table["split"] == split) & (table["labels"] == labels)]
         if rows.empty:
             continue
@@ -53,26 +52,6 @@ def plot_probe_result(result, *, title: str | None = None):
         ax.set_title(f"{name} subspaces")
         ax.set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=7, loc="lower left")
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
-
-def plot_probe_grid(results: Mapping[str, object], *, title: str | None = None):
-    """Rows = runs (e.g. corruption degrees), columns = subspace sets, as in the paper's Fig. 2."""
-    sets = ["corrupted", "true"]
-    figure, axes = plt.subplots(
-        len(results), 2, figsize=(10, 2.8 * len(results)), squeeze=False, sharey=True
-    )
-    for row, (label, result) in enumerate(results.items()):
-        for column, name in enumerate(sets):
-            ax = axes[row][column]
-            if name in set(result.table["subspaces"]):
-                _draw(ax, result, name)
-            ax.set_title(f"{label}: {name} subspaces", fontsize=9)
-        axes[row][0].set_ylabel("accuracy")
-    axes[0][1].legend(fontsize=7, loc="lower left")
     if title:
         figure.suptitle(title)
     figure.tight_layout()

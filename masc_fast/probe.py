@@ -1,10 +1,11 @@
 """``probe(model, loader)``: fit every class subspace of every layer in one streamed pass.
 
-Pass 1 runs the model once over the training data; forward hooks feed each layer's
-activations into per-layer :class:`GramAccumulator` s, one per label set ("corrupted" = the
-labels the model was trained on, "true" when batches carry them too). After the fit, scoring
-passes run the training data and each evaluation split through the model again and score
-every layer against every fitted set of subspaces.
+Pass 1 (:mod:`masc_fast.probing.fit_pass`) runs the model once over the training data;
+forward hooks feed each layer's activations into per-layer :class:`GramAccumulator` s, one per
+label set ("corrupted" = the labels the model was trained on, "true" when batches carry them
+too), or into disk shards for layers too wide for their Grams. After the fit, scoring passes
+(:mod:`masc_fast.probing.score_pass`) run the training data and each evaluation split through
+the model again and score every layer against every fitted set of subspaces.
 
 With ``thresholds`` the subspaces are fitted once, at the largest fractional threshold, and
 every threshold is scored in the same passes from prefix sums over the eigen-ordered
@@ -17,23 +18,21 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from masc_fast._validation import as_tensor, check_precision, check_variance
-from masc_fast.activations import ActivationTap, resolve_layers
+from masc_fast._validation import check_precision, check_variance
+from masc_fast.activations import ActivationTap, model_device, resolve_layers
 from masc_fast.backends import select_backend
 from masc_fast.probing.activation_store import STORE_DTYPES
-from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, model_device, unpack
 from masc_fast.probing.fit_checkpoint import FitCheckpoint
-from masc_fast.probing.fit_pass import FitOptions, FitPass, LayerTimer
+from masc_fast.probing.fit_pass import FitOptions, FitPass
 from masc_fast.probing.phases import PhaseClock
+from masc_fast.probing.score_pass import ScorePass
 from masc_fast.probing.strategy import default_memory_budget, parse_bytes
-from masc_fast.probing.threshold_scoring import ThresholdScorer, check_thresholds, fit_variance
+from masc_fast.probing.threshold_scoring import check_thresholds, fit_variance
 from masc_fast.results import ProbeResult
 
 __all__ = ["probe"]
@@ -196,23 +195,16 @@ def probe(
         with tap.attached(), PhaseClock(device) as clock:
             fit = FitPass(tap, options, clock).run(train_loader)
             fitted = time.perf_counter()
-            subspaces = fit.subspaces
-            num_classes = next(iter(subspaces.values())).num_classes
-            splits = {"train": train_loader, **dict(eval_loaders or {})}
-            scoring = _Scoring(
-                backend, precision, set(), _scorers(subspaces, thresholds), LayerTimer(device)
-            )
-            scores, zero_rows = _score_passes(
+            scoring = ScorePass(
                 tap,
-                splits,
-                subspaces,
-                num_classes,
-                device,
-                scoring,
-                progress,
-                fit.model_counter,
-                clock,
+                fit.subspaces,
+                thresholds=thresholds,
+                backend=backend,
+                precision=precision,
+                device=device,
             )
+            splits = {"train": train_loader, **dict(eval_loaders or {})}
+            scored = scoring.run(splits, fit.model_counter, clock, progress=progress)
         succeeded = True
     finally:
         model.train(was_training)
@@ -221,16 +213,16 @@ def probe(
     return ProbeResult.from_counts(
         layers=list(selected),
         dims=fit.dims,
-        subspaces=subspaces,
-        score_counter=scores,
-        zero_rows=zero_rows,
+        subspaces=fit.subspaces,
+        score_counter=scored.counter,
+        zero_rows=scored.zero_rows,
         model_counter=fit.model_counter,
-        backend=_backends_that_ran(fit.backends, scoring.ran),
+        backend=_backends_that_ran(fit.backends, scored.backends),
         variance=variance,
         thresholds=thresholds if thresholds is not None else (variance,),
-        cuts=_cuts(subspaces, scoring.scorers, variance),
+        cuts=scoring.cuts(variance),
         build_seconds=fit.build_seconds,
-        inference_seconds=scoring.timer.seconds,
+        inference_seconds=scored.inference_seconds,
         fit_seconds=fitted - started,
         score_seconds=time.perf_counter() - fitted,
         strategies=fit.strategies,
@@ -275,85 +267,3 @@ def _backends_that_ran(fit_backends: set[str], score_backends: set[str]) -> str:
         f"gram_update={'+'.join(sorted(fit_backends))}, "
         f"subspace_scores={'+'.join(sorted(score_backends))}"
     )
-
-
-@dataclass(frozen=True)
-class _Scoring:
-    backend: str | None
-    precision: str
-    ran: set  # backends that scored a batch, filled as the passes go
-    scorers: dict | None  # (layer, label set) -> ThresholdScorer, with thresholds only
-    timer: LayerTimer  # (layer, label set, split) -> seconds of scoring, filled by the passes
-
-
-def _scorers(subspaces, thresholds) -> dict | None:
-    """Each fit's :class:`ThresholdScorer`, built (and checked) before any scoring pass."""
-    if thresholds is None:
-        return None
-    return {key: ThresholdScorer(fitted, thresholds) for key, fitted in subspaces.items()}
-
-
-def _cuts(subspaces, scorers, variance) -> dict:
-    """(layer, label set) -> [(threshold, ClassSubspaces cut at it)]."""
-    if scorers is None:
-        return {key: [(variance, fitted)] for key, fitted in subspaces.items()}
-    return {key: list(scorer.subspaces_at.items()) for key, scorer in scorers.items()}
-
-
-def _score_passes(
-    tap, splits, subspaces, num_classes, device, scoring, progress, model_counter, clock
-):
-    """Counts keyed (layer, label set, split, labels scored against, threshold)."""
-    counter = Counter()
-    timer = scoring.timer
-    zero_rows: dict[tuple[str, str], int] = {}
-    for split, loader in splits.items():
-        is_train = split == "train"
-        bar = tqdm(desc=f"probe: score {split}", unit="rows", unit_scale=True, disable=not progress)
-        for index, batch in enumerate(loader):
-            x, y, y_true = unpack(batch, index, train=is_train)
-            with clock.phase("forward"):
-                output, activations = tap.forward(as_tensor(x, "x", device=device))
-            n = output.shape[0]
-            bar.update(n)
-            if is_train:
-                label_sets = {CORRUPTED: labels_of(y, num_classes, n, index, "labels", device)}
-                if y_true is not None:
-                    label_sets[TRUE] = labels_of(
-                        y_true, num_classes, n, index, "true labels", device
-                    )
-            else:
-                label_sets = {TRUE: labels_of(y, num_classes, n, index, "labels", device)}
-                if output.ndim == 2 and output.shape[1] == num_classes:
-                    model_counter.add((split, TRUE), output.argmax(dim=1), label_sets[TRUE])
-            for layer, act in activations.items():
-                zero = int((~act.any(dim=1)).sum())
-                zero_rows[(layer, split)] = zero_rows.get((layer, split), 0) + zero
-            with clock.phase("scoring"):
-                for (layer, fitted_on), fitted in subspaces.items():
-                    bar.set_postfix_str(f"layer {layer}", refresh=False)
-                    with timer.time((layer, fitted_on, split)):
-                        _score_layer(
-                            scoring, layer, fitted_on, fitted, activations[layer], index,
-                            split, label_sets, counter,
-                        )  # fmt: skip
-        bar.close()
-    return counter, zero_rows
-
-
-def _score_layer(scoring, layer, fitted_on, fitted, act, index, split, label_sets, counter):
-    """Score one batch of one layer against one fit (at every threshold) and count it."""
-    scorer = scoring.scorers[(layer, fitted_on)] if scoring.scorers is not None else None
-    if scorer is None:
-        result = fitted.score(
-            act, backend=scoring.backend, batch=index, precision=scoring.precision
-        )
-        scoring.ran.add(result.backend)
-        for name, labels in label_sets.items():
-            counter.add((layer, fitted_on, split, name, fitted.variance), result.pred, labels)
-        return
-    swept = scorer.score(act, batch=index, precision=scoring.precision)
-    scoring.ran.add("torch")  # the prefix-sum scoring is plain torch (threshold_scoring)
-    for threshold, pred in zip(swept.thresholds, swept.pred):
-        for name, labels in label_sets.items():
-            counter.add((layer, fitted_on, split, name, threshold), pred, labels)

@@ -17,7 +17,7 @@ import torch
 from masc_fast._io import atomic_path
 from masc_fast._validation import as_tensor, check_activations, check_variance
 from masc_fast._version import __version__
-from masc_fast.linalg.eigensolvers import ClassEigen, components_for_variance
+from masc_fast.linalg.spectra import ClassEigen, components_for_variance
 from masc_fast.scoring import ScoreResult, compute_dtype, score_rows, scores_to_angles
 
 __all__ = ["ClassSubspaces"]
@@ -179,6 +179,13 @@ class ClassSubspaces:
         "bf16" (see :data:`masc_fast.backends.PRECISIONS`).
         """
         x = check_activations(as_tensor(x, "x"), layer=self.layer, batch=batch, dim=self.dim)
+        return self.score_validated(x, backend=backend, precision=precision)
+
+    def score_validated(
+        self, x: torch.Tensor, *, backend: str | None = "auto", precision: str = "fp32"
+    ) -> ScoreResult:
+        """:meth:`score` of rows the caller has checked (finite, (n, d)), as the probe's passes
+        do once per batch for every fit; raises only when no class has a subspace."""
         if not bool(self.present.any()):
             raise ValueError(f"{self._name()}no class has a subspace; nothing can be predicted")
         x = x.to(compute_dtype(x))

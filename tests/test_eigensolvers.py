@@ -6,7 +6,8 @@ import pytest
 import torch
 from _compare import assert_close_report
 
-from masc_fast.linalg.eigensolvers import class_eigh, components_for_variance, exact_eigh
+from masc_fast.linalg.eigensolvers import class_eigh
+from masc_fast.linalg.spectra import components_for_variance, exact_eigh
 from masc_fast.testing.synthetic import structured_classes
 
 # ---------------------------------------------------------------- components_for_variance

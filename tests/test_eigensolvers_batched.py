@@ -16,7 +16,8 @@ from _compare import assert_close_report
 
 from masc_fast import GramAccumulator
 from masc_fast.linalg.batched import class_eigh_batched, partial_eigh_batched
-from masc_fast.linalg.eigensolvers import _ritz, class_eigh, partial_eigh
+from masc_fast.linalg.eigensolvers import class_eigh, partial_eigh
+from masc_fast.linalg.subspace_iteration import rayleigh_ritz
 from masc_fast.testing.synthetic import structured_classes
 
 # tol -> projector tolerance (see the module docstring)
@@ -198,7 +199,7 @@ def test_partial_batched_gives_up_after_max_iterations(monkeypatch, caplog):
     import masc_fast.linalg.batched as eigensolvers_batched
 
     # One Rayleigh-Ritz step: the 20-row class is exact at once, the power-law one is not.
-    monkeypatch.setattr(eigensolvers_batched, "_MAX_ITERATIONS", 1)
+    monkeypatch.setattr(eigensolvers_batched, "MAX_ITERATIONS", 1)
     grams = torch.stack([_few_rows_gram(300, 20, 0), _power_law_gram(300, 1000, 2.0, 1)])
     with caplog.at_level("INFO", logger="masc_fast.linalg.batched"):
         batched = partial_eigh_batched(
@@ -211,8 +212,8 @@ def test_partial_batched_gives_up_after_max_iterations(monkeypatch, caplog):
 def test_ritz_on_host_matches_device_solve():
     grams = torch.stack([_power_law_gram(120, 400, 2.0, seed) for seed in range(3)])
     basis = torch.linalg.qr(torch.randn(3, 120, 40, dtype=torch.float64)).Q
-    on_device = _ritz(grams, basis)
-    on_host = _ritz(grams, basis, on_host=True)
+    on_device = rayleigh_ritz(grams, basis)
+    on_host = rayleigh_ritz(grams, basis, on_host=True)
     for got, want, name in zip(on_host[:3], on_device[:3], ("values", "vectors", "residuals")):
         assert_close_report(got.abs(), want.abs(), 1e-10, 1e-10, name)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from masc_fast.backends import torch_ops
+from masc_fast.backends import gram_forms, torch_ops
 from masc_fast.backends.gram_forms import GRAM_FORMS, select_gram_form
 from masc_fast.testing.synthetic import structured_classes
 
@@ -113,7 +113,7 @@ def test_gram_form_in_chunks(form, dtype, classes_per_chunk, monkeypatch, tolera
     # Present classes 0 2 3 6 7 8: chunks of 2 and 4 hold classes with gaps (the index_add_
     # path) and consecutive ones (the in-view path); chunks of 1 are what a tight memory
     # budget gives.
-    monkeypatch.setattr(torch_ops, "_classes_per_chunk", lambda *args: classes_per_chunk)
+    monkeypatch.setattr(gram_forms, "_classes_per_chunk", lambda *args: classes_per_chunk)
     x, y = _random_batch(600, 11, 9, dtype, seed=3, absent=(1, 4, 5))
     gram = torch.zeros(9, 11, 11, dtype=torch.float64)
     GRAM_FORMS[form](gram, x, y)
@@ -121,12 +121,12 @@ def test_gram_form_in_chunks(form, dtype, classes_per_chunk, monkeypatch, tolera
 
 
 def test_memory_budget_bounds_chunk_size(monkeypatch):
-    monkeypatch.setattr(torch_ops, "_FORM_BYTES", 1024)
+    monkeypatch.setattr(gram_forms, "_FORM_BYTES", 1024)
     x32, x64 = torch.zeros(600, 11), torch.zeros(600, 11, dtype=torch.float64)
     gram = torch.zeros(9, 11, 11, dtype=torch.float64)
-    assert torch_ops._classes_per_chunk(gram, x64, 600) == 1  # never less than one class
-    monkeypatch.setattr(torch_ops, "_FORM_BYTES", 10 * ((20 * 11 + 121) * 4 + 121 * 8))
-    assert torch_ops._classes_per_chunk(gram, x32, 20) == 10  # rows + products + their cast
+    assert gram_forms._classes_per_chunk(gram, x64, 600) == 1  # never less than one class
+    monkeypatch.setattr(gram_forms, "_FORM_BYTES", 10 * ((20 * 11 + 121) * 4 + 121 * 8))
+    assert gram_forms._classes_per_chunk(gram, x32, 20) == 10  # rows + products + their cast
 
 
 @pytest.mark.parametrize("form", ["bucketed", "onehot"])

@@ -387,6 +387,17 @@ def test_subspace_scores_shape_mismatch_names_shapes(kernels, kernel_device):
         kernels.subspace_scores(x, basis, torch.tensor([0, 2], device=kernel_device))
 
 
+def test_subspace_scores_refuses_more_classes_than_the_epilogue_holds(kernels, kernel_device):
+    from masc_fast.kernels._utils import EPILOGUE_MAX_CLASSES
+
+    x = torch.randn((3, 4), device=kernel_device)
+    classes = EPILOGUE_MAX_CLASSES + 1
+    offsets = torch.arange(classes + 1, device=kernel_device).clamp_max(4)  # 4 classes present
+    basis = torch.linalg.qr(torch.randn(4, 4)).Q.to(kernel_device)
+    with pytest.raises(ValueError, match=f"{classes} classes: .* at most EPILOGUE_MAX_CLASSES"):
+        kernels.subspace_scores(x, basis, offsets)
+
+
 # --- agreement with the float64 reference on real and structured data, per precision ---------
 
 # The bar per precision (fraction of predictions equal to the float64 reference's): "fp32" is

@@ -69,7 +69,7 @@ def _budget_for(subspaces, rows: int, source_dtype=torch.float32) -> int:
     per_buffer, once = streamed_scoring._scoring_row_bytes(
         DIM, components, NUM_CLASSES, source_dtype, dtype, mapped=False, angles=False
     )
-    reserved = DIM * components * dtype.itemsize + streaming._ALLOCATOR_SLACK
+    reserved = DIM * components * dtype.itemsize + streaming.ALLOCATOR_SLACK
     return reserved + rows * (2 * per_buffer + once)
 
 

@@ -230,7 +230,7 @@ def test_train_run_resume_of_finished_run_does_nothing(small_model, tmp_path, mo
     def fail(*args, **kwargs):
         raise AssertionError("a finished run must not train or load data")
 
-    monkeypatch.setattr("masc_fast.pipeline.runs.epoch_loop.train_epoch", fail)
+    monkeypatch.setattr("masc_fast.pipeline.runs.train_prepared.train_epoch", fail)
     monkeypatch.setattr("masc_fast.data.load_dataset", fail)
     assert _run(_config(max_epochs=2), tmp_path / "run", resume=True) == summary
     assert last.stat().st_mtime_ns == stamp

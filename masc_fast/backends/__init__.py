@@ -3,9 +3,12 @@
 Precedence: an explicit ``backend=`` argument, then ``MASC_FAST_BACKEND``, then ``auto``
 (CUDA tensors → ``triton`` if importable, else ``torch``; CPU tensors → ``cpp`` if the
 extension is built, else ``torch``; with ``op=`` and ``shape=``, the CPU choice between ``cpp``
-and ``torch`` follows the medians measured for that op, :mod:`masc_fast.backends.cpu_choice`). ``reference`` is never chosen automatically. An explicit
-backend that cannot run raises :class:`BackendUnavailableError`; an automatic fallback is
-logged once at INFO, and callers record the backend that actually ran.
+and ``torch`` follows the medians measured for that op, :mod:`masc_fast.backends.cpu_choice`).
+``reference`` is never chosen automatically. An explicit backend that cannot run raises
+:class:`BackendUnavailableError`; an automatic fallback is logged once at INFO. With ``op=``,
+the name returned is the backend whose code runs that op: an adapter without a kernel of its
+own for an op lists it in ``DELEGATED`` (the Triton adapter runs ``gram_update`` with the torch
+forms), so callers record what actually ran.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from functools import cache
 from types import ModuleType
 
 import torch
+
+from masc_fast.backends.cpu_choice import cpu_winner
 
 __all__ = [
     "BACKENDS",
@@ -108,20 +113,27 @@ def select_backend(
 
     ``op`` and ``shape`` (``(n, d, R)`` for "subspace_scores", ``(K, d, rows)`` for
     "gram_update") let auto pick, on a CPU with the extension built, whichever of cpp and
-    torch was measured faster there (:func:`masc_fast.backends.cpu_choice.cpu_winner`).
+    torch was measured faster there (:func:`masc_fast.backends.cpu_choice.cpu_winner`). With
+    ``op``, an adapter that delegates the op (``DELEGATED``) resolves to the backend that runs
+    it, so the name returned is always the code that runs.
     """
     if requested in (None, "auto"):
         requested = os.environ.get("MASC_FAST_BACKEND", "auto") or "auto"
     if requested != "auto":
         get_backend(requested)
-        return requested
+        return _runs(requested, op)
     wanted = "triton" if torch.device(device).type == "cuda" else "cpp"
     usable, reason = _availability(wanted)
     if usable:
         if wanted == "cpp" and op is not None and shape is not None:
-            from masc_fast.backends.cpu_choice import cpu_winner
-
             return cpu_winner(op, shape)
-        return wanted
+        return _runs(wanted, op)
     _log_fallback_once(wanted, reason)
     return "torch"
+
+
+def _runs(name: str, op: str | None) -> str:
+    """The backend whose code runs ``op`` when backend ``name`` is asked for it."""
+    if op is None:
+        return name
+    return getattr(_module(name), "DELEGATED", {}).get(op, name)

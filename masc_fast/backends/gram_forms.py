@@ -32,14 +32,143 @@ import math
 
 import torch
 
-from masc_fast.backends import torch_ops
+__all__ = [
+    "GRAM_FORMS",
+    "gram_update_bucketed",
+    "gram_update_onehot",
+    "gram_update_per_class",
+    "select_gram_form",
+]
 
-__all__ = ["GRAM_FORMS", "select_gram_form"]
+# Temporaries of one class chunk of the bucketed and one-hot Gram forms stay under this size,
+# so a flush of K = 200 classes does not allocate K × n × d at once.
+_FORM_BYTES = 256 * 2**20
+
+
+def gram_update_per_class(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Add ``X_kᵀ X_k`` to ``gram[k]`` for every class k present in ``y`` (in place).
+
+    Rows are sorted by class once, so each class costs one GEMM on a contiguous slice. The
+    product is computed in ``x.dtype`` and added into ``gram.dtype`` (float32 rows: a float32
+    GEMM over this call's rows, summed into the float64 Gram across calls).
+    """
+    counts = torch.bincount(y, minlength=gram.shape[0]).tolist()
+    order = torch.argsort(y, stable=True)
+    rows = x.index_select(0, order)
+    start = 0
+    for label, count in enumerate(counts):
+        if count:
+            chunk = rows[start : start + count]
+            if chunk.dtype == gram.dtype:
+                gram[label].addmm_(chunk.T, chunk)
+            else:
+                gram[label] += (chunk.T @ chunk).to(gram.dtype)
+            start += count
+
+
+def _accumulate(gram: torch.Tensor, labels: torch.Tensor, products: torch.Tensor) -> None:
+    """``gram[labels[c]] += products[c]``; ``labels`` ascending and unique."""
+    first, last = int(labels[0]), int(labels[-1])
+    if last - first + 1 == labels.numel():
+        # Consecutive classes: add into a view, casting element by element (no float64 copy).
+        gram[first : last + 1].add_(products)
+    else:
+        gram.index_add_(0, labels, products.to(gram.dtype))
+
+
+def _classes_per_chunk(gram: torch.Tensor, x: torch.Tensor, rows_per_class: int) -> int:
+    """Classes per chunk so that one chunk's rows, products and cast products fit the budget."""
+    dim = x.shape[1]
+    per_class = (rows_per_class * dim + dim * dim) * x.element_size()
+    if x.dtype != gram.dtype:  # adding into the Gram casts the products on the CPU (a copy)
+        per_class += dim * dim * gram.element_size()
+    return max(1, _FORM_BYTES // per_class)
+
+
+def gram_update_bucketed(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+    """:func:`gram_update` as one batched GEMM over rows padded per class.
+
+    Rows are sorted by class and copied into a zero tensor ``B`` of shape (P, m_max, d), P the
+    classes present and m_max the largest class count among them; then
+    ``gram[k] += B_kᵀ B_k`` for all of them by one ``bmm`` (``baddbmm_`` straight into the
+    Gram when the dtypes match). Zero padding rows add nothing to ``B_kᵀ B_k``, so the result
+    equals the per-class form up to summation order. Same signature, dtypes and in-place
+    contract as :func:`gram_update`.
+
+    Notes
+    -----
+    Work ``2 · P · m_max · d²`` flops: the per-class form's for balanced classes, up to P×
+    more when one class dominates the call. Memory: the sorted rows, then per chunk of classes
+    C ``|C| · (m_max · d + d²)`` elements of ``x.dtype`` (padded rows and products) plus
+    ``|C| · d²`` of ``gram.dtype`` when the dtypes differ (the cast), at most 256 MiB.
+    """
+    counts = torch.bincount(y, minlength=gram.shape[0])
+    present = counts.nonzero().flatten()
+    if present.numel() == 0:
+        return
+    order = torch.argsort(y, stable=True)
+    rows, labels = x.index_select(0, order), y.index_select(0, order)
+    starts = torch.cumsum(counts, 0) - counts
+    slots = torch.arange(y.numel(), device=y.device) - starts.index_select(0, labels)
+    # Dense index 0..P-1 of each present class: absent classes take no padding.
+    dense = torch.full_like(counts, -1)
+    dense[present] = torch.arange(present.numel(), device=y.device)
+    step = _classes_per_chunk(gram, x, int(counts.max()))
+    bounds = torch.stack([starts, starts + counts], 1).tolist()
+    for first in range(0, present.numel(), step):
+        chunk = present[first : first + step]
+        # Sorted rows of the chunk's classes are contiguous (absent classes have none).
+        lo, hi = bounds[int(chunk[0])][0], bounds[int(chunk[-1])][1]
+        _bucketed_chunk(gram, chunk, rows[lo:hi], dense[labels[lo:hi]] - first, slots[lo:hi])
+
+
+def _bucketed_chunk(gram, chunk, rows, buckets, slots) -> None:
+    """Pad one chunk's sorted rows into (|C|, m_max, d) and add ``Bᵀ B`` to its Grams."""
+    longest = int(slots.max()) + 1
+    padded = rows.new_zeros((chunk.numel(), longest, rows.shape[1]))
+    padded[buckets, slots] = rows
+    first, last = int(chunk[0]), int(chunk[-1])
+    if padded.dtype == gram.dtype and last - first + 1 == chunk.numel():
+        gram[first : last + 1].baddbmm_(padded.mT, padded)
+    else:
+        _accumulate(gram, chunk, torch.bmm(padded.mT, padded))
+
+
+def gram_update_onehot(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+    """:func:`gram_update` by one-hot weighting, with no sort or gather.
+
+    For a chunk C of the classes present, ``W[i, c, :] = 1[y_i = C_c] · x_i`` (n, |C|, d) and
+    ``gram[C] += (W viewed as (n, |C|·d))ᵀ @ x``, one plain GEMM per chunk. Rows of other
+    classes are multiplied by zero, so the result equals the per-class form up to summation
+    order. Same signature, dtypes and in-place contract as :func:`gram_update`.
+
+    Notes
+    -----
+    Work ``2 · P · n · d²`` flops for P present classes: P× the per-class form, traded for one
+    regular GEMM per chunk. Memory: per chunk of classes C, ``|C| · (n · d + d²)`` elements
+    of ``x.dtype`` (weighted rows and products) plus ``|C| · d²`` of ``gram.dtype`` when the
+    dtypes differ (the cast); the einsum ``'nk,ni,nj->kij'`` would hold ``K · n · d`` at once
+    (10 GiB at K=200, n=25600, d=512 in float32), so chunks are capped at 256 MiB, or one
+    class where a single class exceeds that.
+    """
+    present = torch.bincount(y, minlength=gram.shape[0]).nonzero().flatten()
+    step = _classes_per_chunk(gram, x, x.shape[0])
+    for first in range(0, present.numel(), step):
+        _onehot_chunk(gram, present[first : first + step], x, y)
+
+
+def _onehot_chunk(gram, chunk, x, y) -> None:
+    """Add ``(x ⊙ 1[y = c])ᵀ x`` for the classes c of one chunk (temporaries die on return)."""
+    n, dim = x.shape
+    onehot = (y.unsqueeze(1) == chunk.unsqueeze(0)).to(x.dtype)  # (n, |C|)
+    weighted = (onehot.unsqueeze(2) * x.unsqueeze(1)).view(n, chunk.numel() * dim)
+    _accumulate(gram, chunk, (weighted.T @ x).view(chunk.numel(), dim, dim))
+
 
 GRAM_FORMS = {
-    "per_class": torch_ops.gram_update_per_class,
-    "bucketed": torch_ops.gram_update_bucketed,
-    "onehot": torch_ops.gram_update_onehot,
+    "per_class": gram_update_per_class,
+    "bucketed": gram_update_bucketed,
+    "onehot": gram_update_onehot,
 }
 
 # device type -> {(K, d, rows): {form: median seconds}}; bench/RESULTS.md, same run.

@@ -17,7 +17,11 @@ import torch
 
 from masc_fast.backends import torch_ops
 
-__all__ = ["is_available", "gram_update", "subspace_scores"]
+__all__ = ["DELEGATED", "is_available", "gram_update", "subspace_scores"]
+
+#: Ops this adapter runs with another backend's code: no Triton Gram kernel ships (none was
+#: measured to beat cuBLAS), so ``select_backend(op="gram_update")`` names ``torch``.
+DELEGATED = {"gram_update": "torch"}
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -175,9 +179,10 @@ def subspace_scores(
 
 
 def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
-    """The torch Gram update (cuBLAS GEMMs on CUDA).
+    """The torch Gram update (cuBLAS GEMMs on CUDA), under this adapter's name.
 
     A Triton Gram kernel is only worth keeping where it beats the torch forms on a GPU
-    (``masc_fast.backends.gram_forms``); none has been measured there yet, so none ships.
+    (``masc_fast.backends.gram_forms``); none has been measured there yet, so none ships, and
+    :data:`DELEGATED` makes the dispatcher record ``torch`` for this op.
     """
     torch_ops.gram_update(gram, x, y)

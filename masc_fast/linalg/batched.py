@@ -2,8 +2,10 @@
 
 ``torch.linalg.eigh`` on a GPU is slow for large matrices and solves batches of matrices above
 32×32 one at a time, so on CUDA :class:`~masc_fast.GramAccumulator` fits all classes together
-here: the randomized block subspace iteration of :func:`masc_fast.linalg.eigensolvers.partial_eigh`,
-with batched GEMMs and a batched QR on (K, d, b) blocks and one block width b for all classes.
+here: the randomized block subspace iteration of :func:`masc_fast.linalg.eigensolvers.partial_eigh`
+(the same :func:`~masc_fast.linalg.subspace_iteration.subspace_iteration` core, on a
+:class:`~masc_fast.linalg.subspace_iteration.StackedGrams` operator), with batched GEMMs and a
+batched QR on (K, d, b) blocks and one block width b for all classes.
 Each class is judged by the same rule as the per-class solver and gives the same result (tested
 to 1e-8 on projectors at ``tol=1e-10``); where it gives up, exact eigh runs for that class.
 Not yet timed on a GPU.
@@ -15,18 +17,14 @@ import logging
 
 import torch
 
-from masc_fast.linalg.eigensolvers import (
-    _DEVICE_EIGH_MAX,
-    _MAX_ITERATIONS,
-    ClassEigen,
-    _check_method,
-    _exact_class,
-    _initial_block,
-    _judge,
-    _orthonormal,
-    _ritz,
-    _uses_partial,
-    class_eigh,
+from masc_fast.linalg.eigensolvers import MAX_ITERATIONS, check_method, class_eigh, uses_partial
+from masc_fast.linalg.spectra import ClassEigen, exact_class_eigen
+from masc_fast.linalg.subspace_iteration import (
+    StackedGrams,
+    Step,
+    initial_block,
+    judge,
+    subspace_iteration,
 )
 
 __all__ = ["class_eigh_batched", "partial_eigh_batched"]
@@ -101,7 +99,7 @@ def partial_eigh_batched(
     rank_caps = [int(cap) for cap in rank_caps]
     results: list[tuple[torch.Tensor, torch.Tensor, int] | None] = [None] * count
     blocks = {
-        label: _initial_block(dim, variance, rank_caps[label])
+        label: initial_block(dim, variance, rank_caps[label])
         for label in range(count)
         if totals[label] > 0 and rank_caps[label] > 0
     }
@@ -111,26 +109,16 @@ def partial_eigh_batched(
     device = grams.device
     grams = grams.to(torch.float64)
     working = grams if len(members) == count else grams[torch.tensor(members, device=device)]
-    block = max(blocks[label] for label in members)
-    generator = torch.Generator(device=device).manual_seed(seed)
-
-    def random_columns(rows: int, columns: int) -> torch.Tensor:
-        return torch.randn(
-            rows, dim, columns, generator=generator, dtype=torch.float64, device=device
-        )
-
-    basis = _orthonormal(working @ random_columns(len(members), block))
     pending = set(members)
-    for _ in range(_MAX_ITERATIONS):
-        on_host = device.type == "cuda" and block > _DEVICE_EIGH_MAX
-        values, vectors, residuals, image = _ritz(working, basis, on_host=on_host)
+
+    def decide(values, vectors, residuals, block):
         # One transfer per step for the per-class decisions, whatever K is.
         host_values, host_residuals = values.cpu(), residuals.cpu()
         wanted = block
         for row, label in enumerate(members):
             if label not in pending:
                 continue
-            verdict = _judge(
+            verdict = judge(
                 host_values[row],
                 host_residuals[row],
                 block=block,
@@ -148,23 +136,24 @@ def partial_eigh_batched(
             else:
                 wanted = max(wanted, verdict.next_block)
         if not pending:
-            return results
-        if len(pending) <= len(members) // 2:
-            rows = [row for row, label in enumerate(members) if label in pending]
-            index = torch.tensor(rows, device=device)
-            working, image = working[index], image[index]
-            members = [members[row] for row in rows]
-        if wanted > block:
-            fresh = working @ random_columns(len(members), wanted - block)
-            image = torch.cat([image, fresh], dim=2)
-        basis = _orthonormal(image)
-        block = wanted
-    logger.info(
-        "batched partial eigensolver: %d classes did not converge in %d iterations; using exact "
-        "eigh for them",
-        len(pending),
-        _MAX_ITERATIONS,
-    )
+            return None
+        if len(pending) > len(members) // 2:
+            return Step(wanted)
+        # Few classes left: iterate on a copy of their Grams only.
+        rows = [row for row, label in enumerate(members) if label in pending]
+        members[:] = [members[row] for row in rows]
+        return Step(wanted, rows)
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    operator = StackedGrams(working, generator)
+    block = max(blocks[label] for label in members)
+    if not subspace_iteration(operator, block, decide, max_steps=MAX_ITERATIONS):
+        logger.info(
+            "batched partial eigensolver: %d classes did not converge in %d iterations; using "
+            "exact eigh for them",
+            len(pending),
+            MAX_ITERATIONS,
+        )
     return results
 
 
@@ -197,13 +186,13 @@ def class_eigh_batched(
     -------
     list of ClassEigen or None, length K
     """
-    _check_method(method)
+    check_method(method)
     dim = grams.shape[-1]
     counts = [int(count) for count in counts]
     totals = grams.diagonal(dim1=-2, dim2=-1).to(torch.float64).sum(-1).tolist()
     rank_bounds = [min(count, dim) for count in counts]
     batched = [
-        count > 0 and _uses_partial(method, dim, bound, total)
+        count > 0 and uses_partial(method, dim, bound, total)
         for count, bound, total in zip(counts, rank_bounds, totals)
     ]
     solved = [None] * len(counts)
@@ -221,7 +210,7 @@ def class_eigh_batched(
             eigens.append(ClassEigen(values, vectors, totals[label], rank_cap, "partial"))
         elif batched[label]:  # the batched solver gave up on this class
             eigens.append(
-                _exact_class(grams[label], variance=variance, rank_bound=rank_bounds[label])
+                exact_class_eigen(grams[label], variance=variance, rank_bound=rank_bounds[label])
             )
         else:
             eigens.append(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from masc_fast.models.mlp import _check_width
+from masc_fast.models.mlp import check_width
 
 __all__ = ["ALEXNET_INPUT_SIZE", "AlexNet"]
 
@@ -100,7 +100,7 @@ class AlexNet(nn.Module):
 
     def __init__(self, num_classes: int, variant: str = "cifar100") -> None:
         super().__init__()
-        num_classes = _check_width("num_classes", num_classes)
+        num_classes = check_width("num_classes", num_classes)
         if variant not in ALEXNET_INPUT_SIZE:
             raise ValueError(
                 f"AlexNet variant must be one of {sorted(ALEXNET_INPUT_SIZE)}, got {variant!r}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from masc_fast.models.mlp import INPUT_LAYER, _check_width
+from masc_fast.models.mlp import INPUT_LAYER, check_width
 
 __all__ = ["CNN"]
 
@@ -83,9 +83,9 @@ class CNN(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int = 10, image_size: int = 28) -> None:
         super().__init__()
-        in_channels = _check_width("in_channels", in_channels)
-        num_classes = _check_width("num_classes", num_classes)
-        image_size = _check_width("image_size", image_size)
+        in_channels = check_width("in_channels", in_channels)
+        num_classes = check_width("num_classes", num_classes)
+        image_size = check_width("image_size", image_size)
         if image_size not in FLATTEN_WIDTH:
             raise ValueError(
                 f"image_size must be one of {sorted(FLATTEN_WIDTH)} (the authors' 28 px and "

@@ -20,7 +20,7 @@ __all__ = ["INPUT_LAYER", "MLP"]
 INPUT_LAYER = "input"
 
 
-def _check_width(name: str, value) -> int:
+def check_width(name: str, value) -> int:
     """``value`` as an ``int``; ``TypeError`` unless an integer, ``ValueError`` if below 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -79,9 +79,9 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (128, 512, 2048, 2048),
     ) -> None:
         super().__init__()
-        in_features = _check_width("in_features", in_features)
-        num_classes = _check_width("num_classes", num_classes)
-        widths = [_check_width(f"hidden[{i}]", w) for i, w in enumerate(hidden)]
+        in_features = check_width("in_features", in_features)
+        num_classes = check_width("num_classes", num_classes)
+        widths = [check_width(f"hidden[{i}]", w) for i, w in enumerate(hidden)]
 
         self.flatten = nn.Flatten()
         previous = in_features

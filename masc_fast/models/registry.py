@@ -10,7 +10,7 @@ from torch import nn
 
 from masc_fast.models.alexnet import ALEXNET_INPUT_SIZE, AlexNet
 from masc_fast.models.cnn import CNN, FLATTEN_WIDTH
-from masc_fast.models.mlp import MLP, _check_width
+from masc_fast.models.mlp import MLP, check_width
 from masc_fast.models.resnet import ResNet18
 
 __all__ = ["MODEL_NAMES", "build_model"]
@@ -98,7 +98,7 @@ def build_model(
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     shape = _check_shape(input_shape)
-    num_classes = _check_width("num_classes", num_classes)
+    num_classes = check_width("num_classes", num_classes)
     if variant is not None and name != "alexnet":
         raise ValueError(f"variant applies only to 'alexnet', got variant={variant!r} for {name!r}")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from masc_fast.models.mlp import _check_width
+from masc_fast.models.mlp import check_width
 
 __all__ = ["BasicBlock", "ResNet18"]
 
@@ -59,9 +59,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
-        in_channels = _check_width("in_channels", in_channels)
-        out_channels = _check_width("out_channels", out_channels)
-        stride = _check_width("stride", stride)
+        in_channels = check_width("in_channels", in_channels)
+        out_channels = check_width("out_channels", out_channels)
+        stride = check_width("stride", stride)
         self.conv1 = _conv3x3(in_channels, out_channels, stride)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU()
@@ -131,7 +131,7 @@ class ResNet18(nn.Module):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        num_classes = _check_width("num_classes", num_classes)
+        num_classes = check_width("num_classes", num_classes)
         self.conv1 = _conv3x3(3, _WIDTHS[0])
         self.bn1 = nn.BatchNorm2d(_WIDTHS[0])
         self.relu = nn.ReLU()

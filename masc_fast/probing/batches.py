@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from masc_fast._validation import as_tensor, check_labels
+from masc_fast._validation import BatchChecks, as_tensor
 
-__all__ = ["CORRUPTED", "TRUE", "Counter", "labels_of", "model_device", "unpack"]
+__all__ = ["CORRUPTED", "TRUE", "Counter", "labels_of", "unpack"]
 
 CORRUPTED, TRUE = "corrupted", "true"
 
@@ -25,36 +24,46 @@ def unpack(batch, index: int, *, train: bool):
     return batch[0], batch[-1], None
 
 
-def labels_of(value, num_classes: int, n: int, index: int, name: str, device) -> torch.Tensor:
-    """Checked labels of batch ``index`` on ``device``."""
-    return check_labels(as_tensor(value, name), num_classes, n=n, name=name, batch=index).to(device)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
+def labels_of(
+    checks: BatchChecks, value, num_classes: int, n: int, index: int, name: str, device
+) -> torch.Tensor:
+    """Labels of batch ``index`` as int64 on ``device``, checked (or queued) by ``checks``."""
+    labels = checks.labels(as_tensor(value, name), num_classes, n=n, name=name, batch=index)
+    return labels.to(device)
 
 
 class Counter:
-    """Running correct/total counts keyed by tuples of strings."""
+    """Running correct/total counts keyed by tuples of strings.
+
+    Correct counts are summed where the predictions are (on the device) and read back only when
+    asked for (:attr:`correct`, :meth:`accuracy`, :meth:`to_json`), never per batch.
+    """
 
     def __init__(self):
-        self.correct: dict = {}
+        self._correct: dict = {}
         self.total: dict = {}
 
     def add(self, key, pred: torch.Tensor, labels: torch.Tensor) -> None:
-        self.correct[key] = self.correct.get(key, 0) + int((pred == labels).sum())
+        self._correct[key] = self._correct.get(key, 0) + (pred == labels).sum()
         self.total[key] = self.total.get(key, 0) + int(labels.numel())
 
+    @property
+    def correct(self) -> dict:
+        """``{key: correct count}`` as ints."""
+        return {key: int(value) for key, value in self._correct.items()}
+
     def accuracy(self, key) -> float:
-        return self.correct[key] / self.total[key] if self.total.get(key) else float("nan")
+        if not self.total.get(key):
+            return float("nan")
+        return int(self._correct[key]) / self.total[key]
 
     def to_json(self) -> list:
-        return [[*key, self.correct[key], self.total[key]] for key in self.total]
+        correct = self.correct
+        return [[*key, correct[key], self.total[key]] for key in self.total]
 
     @classmethod
     def from_json(cls, rows: list) -> Counter:
         counter = cls()
         for *key, correct, total in rows:
-            counter.correct[tuple(key)], counter.total[tuple(key)] = correct, total
+            counter._correct[tuple(key)], counter.total[tuple(key)] = correct, total
         return counter

@@ -15,55 +15,21 @@ or stored fit) is timed into :attr:`FitOutcome.build_seconds` by a :class:`Layer
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from masc_fast._validation import as_tensor, check_activations
+from masc_fast._validation import BatchChecks, as_tensor
 from masc_fast.accumulator import GramAccumulator
 from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, unpack
 from masc_fast.probing.fit_checkpoint import FitCheckpoint, label_fingerprint
-from masc_fast.probing.phases import PhaseClock
+from masc_fast.probing.phases import LayerTimer, PhaseClock
 from masc_fast.probing.stored_layer import StoredLayer
 from masc_fast.probing.strategy import plan_strategies
 
-__all__ = ["FitOptions", "FitPass", "FitOutcome", "LayerTimer"]
-
-
-class LayerTimer:
-    """Wall seconds per key (e.g. ``(layer, label set)``), summed over however many entries.
-
-    On a CUDA device every entry and exit synchronises the device, so a layer's queued kernels
-    are charged to it rather than to whichever layer next waits on the GPU. That costs one
-    stall per timed block (a few µs each, plus the lost overlap between layers); on the CPU
-    nothing is synchronised.
-    """
-
-    def __init__(self, device: torch.device | str):
-        self.device = torch.device(device)
-        self.seconds: dict = {}
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    @contextmanager
-    def time(self, key) -> Iterator[None]:
-        """Add the enclosed time to ``key``."""
-        self._sync()
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.add(key, time.perf_counter() - started)
-
-    def add(self, key, seconds: float) -> None:
-        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+__all__ = ["FitOptions", "FitPass", "FitOutcome"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +78,7 @@ class FitPass:
         self.complete = False
         self._last_save = time.monotonic()
         self.timer = LayerTimer(options.device)
+        self.checks = BatchChecks()  # each batch of each layer checked once, for every label set
 
     # ---- layer objects
     def _build(self) -> None:
@@ -126,7 +93,7 @@ class FitPass:
         for layer, dim in self.dims.items():
             if self.strategies[layer] == "gram":
                 for name in self.label_sets:
-                    self.accumulators[(layer, name)] = GramAccumulator(
+                    accumulator = GramAccumulator(
                         self.num_classes,
                         dim,
                         device=opts.device,
@@ -134,6 +101,8 @@ class FitPass:
                         backend=opts.backend,
                         layer=layer,
                     )
+                    accumulator.before_flush = self.checks.raise_pending
+                    self.accumulators[(layer, name)] = accumulator
             else:
                 self.stored[layer] = StoredLayer(
                     opts.store_dir,
@@ -151,6 +120,7 @@ class FitPass:
         checkpoint = self.options.checkpoint
         if checkpoint is None or self.label_sets is None:
             return
+        self.checks.raise_pending()  # a checkpoint holds checked batches only
         tensors, layers = {}, {}
         for (layer, name), accumulator in self.accumulators.items():
             for key, value in accumulator.state().items():
@@ -237,6 +207,7 @@ class FitPass:
                 if time.monotonic() - self._last_save >= opts.checkpoint_seconds:
                     self._save()
         bar.close()
+        self.checks.raise_pending()
         if index < 0 and done == 0:
             raise ValueError("the training loader yielded no batches")
         if index + 1 < done:
@@ -252,10 +223,11 @@ class FitPass:
                 raise ValueError(f"model output has shape {tuple(output.shape)}; pass num_classes=")
             self.num_classes = output.shape[1]
         n = output.shape[0]
-        label_sets = {CORRUPTED: labels_of(y, self.num_classes, n, index, "labels", opts.device)}
+        checks, device = self.checks, opts.device
+        label_sets = {CORRUPTED: labels_of(checks, y, self.num_classes, n, index, "labels", device)}
         if y_true is not None:
             label_sets[TRUE] = labels_of(
-                y_true, self.num_classes, n, index, "true labels", opts.device
+                checks, y_true, self.num_classes, n, index, "true labels", device
             )
         if self.label_sets is None:
             self.label_sets = tuple(label_sets)
@@ -272,9 +244,11 @@ class FitPass:
                 self.model_counter.add(("train", name), predicted, labels)
         for layer, act in activations.items():
             self.dims.setdefault(layer, act.shape[1])
-            check_activations(act, layer=layer, batch=index, dim=self.dims[layer])
+            checks.activations(act, layer=layer, batch=index, dim=self.dims[layer])
         if not self.strategies:
             self._build()
+        if self.stored:
+            checks.raise_pending()  # shard writes index with the labels (on the host, anyway)
         with self.clock.phase("gram"):
             for layer, act in activations.items():
                 if layer in self.stored:
@@ -284,7 +258,7 @@ class FitPass:
                     continue
                 for name, labels in label_sets.items():
                     with self.timer.time((layer, name)):
-                        self.accumulators[(layer, name)].update(act, labels)
+                        self.accumulators[(layer, name)].add_checked(act, labels)
         return n
 
     def _fit(self) -> FitOutcome:

@@ -23,19 +23,16 @@ import logging
 
 import torch
 
-from masc_fast.linalg.eigensolvers import (
-    _OVERSAMPLE,
+from masc_fast.linalg.spectra import (
     ClassEigen,
-    _judge,
-    _numerical_rank,
-    _orthonormal,
-    _ritz,
     components_for_variance,
     exact_eigh,
+    numerical_rank,
 )
+from masc_fast.linalg.subspace_iteration import OVERSAMPLE, Step, judge, subspace_iteration
 from masc_fast.probing.activation_store import LayerShards
 
-__all__ = ["STORED_METHODS", "choose_stored_method", "fit_stored_class"]
+__all__ = ["STORED_METHODS", "StoredRows", "choose_stored_method", "fit_stored_class"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +60,7 @@ def _gram_trick(shards, label_set, label, rows, *, variance, total, chunk_bytes,
         gram += (block @ block.T).to(torch.float64)
     values, vectors = exact_eigh(gram)
     del gram
-    rank_cap = _numerical_rank(values, max(rows, shards.dim))
+    rank_cap = numerical_rank(values, max(rows, shards.dim))
     keep = components_for_variance(values, total, variance, rank_cap)
     scale = (vectors[:, :keep] / values[:keep].sqrt()).to(torch.float32)
     basis = torch.empty(shards.dim, keep, dtype=torch.float32, device=device)
@@ -72,14 +69,17 @@ def _gram_trick(shards, label_set, label, rows, *, variance, total, chunk_bytes,
     return ClassEigen(values[:rank_cap], basis, total, rank_cap, "gram_trick")
 
 
-class _StoredOperator:
-    """``v ↦ X_kᵀ (X_k v)`` over a class's stored rows (float32 products, float64 sums)."""
+class StoredRows:
+    """The operator ``v ↦ X_kᵀ (X_k v)`` over a class's stored rows (float32 products, float64
+    sums), for :func:`~masc_fast.linalg.subspace_iteration.subspace_iteration`; counts its
+    passes over the rows. Random columns come from a CPU generator seeded by the class label."""
 
     def __init__(self, shards: LayerShards, label_set: str, label: int, chunk_rows: int, device):
         self.shards, self.label_set, self.label = shards, label_set, label
         self.chunk_rows, self.device = chunk_rows, device
         self.shape = (shards.dim, shards.dim)
         self.passes = 0
+        self.generator = torch.Generator().manual_seed(label)
 
     def __matmul__(self, block: torch.Tensor) -> torch.Tensor:
         self.passes += 1
@@ -92,26 +92,26 @@ class _StoredOperator:
             image += (rows.T @ (rows @ single)).to(torch.float64)
         return image
 
+    def random_columns(self, count: int) -> torch.Tensor:
+        dim = self.shape[0]
+        return torch.randn(dim, count, generator=self.generator, dtype=torch.float64).to(
+            self.device
+        )
+
 
 def _randomized(
     shards, label_set, label, rows, *, variance, total, chunk_bytes, tol, max_passes, device
 ):
     dim = shards.dim
     rank_bound = min(rows, dim)
-    operator = _StoredOperator(
+    operator = StoredRows(
         shards, label_set, label, chunk_rows=max(1, chunk_bytes // (4 * dim)), device=device
     )
     wanted = min(int(variance), rank_bound) if variance >= 1 else min(32, rank_bound)
-    block = min(dim, rank_bound + _OVERSAMPLE, wanted + _OVERSAMPLE)
-    generator = torch.Generator().manual_seed(label)
+    found = []
 
-    def random_columns(count: int) -> torch.Tensor:
-        return torch.randn(dim, count, generator=generator, dtype=torch.float64).to(device)
-
-    basis = _orthonormal(operator @ random_columns(block))
-    while True:
-        values, vectors, residuals, image = _ritz(operator, basis)
-        verdict = _judge(
+    def decide(values, vectors, residuals, block):
+        verdict = judge(
             values,
             residuals,
             block=block,
@@ -120,25 +120,27 @@ def _randomized(
             total=total,
             rank_cap=rank_bound,
             tol=tol,
-            max_fraction=1.0,
+            max_fraction=1.0,  # never give up: there is no exact solver to fall back to
         )
-        if verdict.converged or operator.passes >= max_passes:
-            if not verdict.converged:
-                logger.info(
-                    "class %d: randomized PCA stopped after %d passes before its residuals "
-                    "reached tol=%g",
-                    label,
-                    operator.passes,
-                    tol,
-                )
-            keep = components_for_variance(values, total, variance, verdict.rank_cap)
-            vectors = vectors[:, :keep].to(torch.float32)
-            return ClassEigen(values, vectors, total, verdict.rank_cap, "randomized")
-        grown = verdict.next_block
-        if grown > block:
-            image = torch.cat([image, operator @ random_columns(grown - block)], dim=1)
-        basis = _orthonormal(image)
-        block = grown
+        if not (verdict.converged or operator.passes >= max_passes):
+            return Step(verdict.next_block)
+        if not verdict.converged:
+            logger.info(
+                "class %d: randomized PCA stopped after %d passes before its residuals "
+                "reached tol=%g",
+                label,
+                operator.passes,
+                tol,
+            )
+        keep = components_for_variance(values, total, variance, verdict.rank_cap)
+        vectors = vectors[:, :keep].to(torch.float32)
+        found.append(ClassEigen(values, vectors, total, verdict.rank_cap, "randomized"))
+        return None
+
+    # Each step applies the operator at least once, so the pass limit stops it first.
+    block = min(dim, rank_bound + OVERSAMPLE, wanted + OVERSAMPLE)
+    subspace_iteration(operator, block, decide, max_steps=max_passes)
+    return found[0]
 
 
 def fit_stored_class(

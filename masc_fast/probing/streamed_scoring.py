@@ -17,11 +17,11 @@ import torch
 from masc_fast._validation import check_activation_shape, check_activations, where
 from masc_fast.backends import select_backend
 from masc_fast.probing.streaming import (
-    _ALLOCATOR_SLACK,
-    _MAX_ROWS,
+    ALLOCATOR_SLACK,
+    MAX_CHUNK_ROWS,
     HostChunkStream,
-    _source_dtype,
     chunk_rows,
+    host_dtype,
 )
 from masc_fast.scoring import compute_dtype, score_rows, scores_to_angles
 
@@ -184,7 +184,7 @@ def score_streamed(
     Example
     -------
     >>> import torch, masc_fast
-    >>> from masc_fast.probing.streaming import score_streamed
+    >>> from masc_fast.probing.streamed_scoring import score_streamed
     >>> acc = masc_fast.GramAccumulator(num_classes=3, dim=8)
     >>> x, y = torch.randn(300, 8), torch.arange(300) % 3
     >>> acc.update(x, y)
@@ -193,7 +193,7 @@ def score_streamed(
     (torch.Size([300, 3]), True)
     """
     layer = subspaces.layer
-    source_dtype = _source_dtype(source)
+    source_dtype = host_dtype(source)
     check_activation_shape(source.shape, layer=layer, dim=subspaces.dim)
     if not bool(subspaces.present.any()):
         raise ValueError(f"{where(layer)}no class has a subspace; nothing can be predicted")
@@ -205,13 +205,13 @@ def score_streamed(
     per_buffer, once = _scoring_row_bytes(
         dim, components, classes, source_dtype, dtype, mapped=mapped, angles=angles
     )
-    reserved = dim * components * dtype.itemsize + _ALLOCATOR_SLACK
+    reserved = dim * components * dtype.itemsize + ALLOCATOR_SLACK
     rows = chunk_rows(
         per_buffer,
         memory_budget,
         reserved=reserved,
         scratch_row_bytes=once,
-        max_rows=max(1, min(n, _MAX_ROWS)),
+        max_rows=max(1, min(n, MAX_CHUNK_ROWS)),
     )
 
     def check(host_rows: torch.Tensor, start: int) -> None:

@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-__all__ = ["HostChunkStream", "chunk_rows"]
+__all__ = ["ALLOCATOR_SLACK", "MAX_CHUNK_ROWS", "HostChunkStream", "chunk_rows", "host_dtype"]
 
 # Rows per chunk when there is no budget: the torch backend's largest scoring block
 # (backends.torch_ops.default_block_rows), so a chunk is never split further. Not tuned.
-_MAX_ROWS = 65536
+MAX_CHUNK_ROWS = 65536
 # The CUDA caching allocator rounds each block up to 512 bytes; about 20 tensors are alive per
 # chunk, so 10 KiB would do. 64 KiB leaves room for the small (K,) and (R,) index tensors.
-_ALLOCATOR_SLACK = 64 * 1024
+ALLOCATOR_SLACK = 64 * 1024
 # cudaHostAllocMapped (cuda_runtime_api.h); CuPy's runtime module does not export the flag.
 _HOST_ALLOC_MAPPED = 2
 
@@ -59,7 +59,7 @@ def chunk_rows(
     buffers: int = 2,
     scratch_row_bytes: int = 0,
     min_rows: int = 1,
-    max_rows: int = _MAX_ROWS,
+    max_rows: int = MAX_CHUNK_ROWS,
 ) -> int:
     """Rows per chunk so that ``buffers`` chunks, their scratch and ``reserved`` fit the budget.
 
@@ -121,7 +121,8 @@ def chunk_rows(
 
 
 # ----------------------------------------------------------------- host sources
-def _source_dtype(source) -> torch.dtype:
+def host_dtype(source) -> torch.dtype:
+    """The torch dtype of a host source (tensor, array or memmap); TypeError if not float."""
     if isinstance(source, torch.Tensor):
         if source.dtype not in _TORCH_DTYPES:
             raise TypeError(f"source must be floating point (float16/32/64), got {source.dtype}")
@@ -236,7 +237,7 @@ class HostChunkStream:
         mapped: bool = False,
         validate: Callable[[torch.Tensor, int], None] | None = None,
     ):
-        self.source_dtype = _source_dtype(source)
+        self.source_dtype = host_dtype(source)
         if source.ndim < 1:
             raise ValueError(f"source must have a row axis, got shape {tuple(source.shape)}")
         self._source = source.detach() if isinstance(source, torch.Tensor) else source

@@ -30,7 +30,7 @@ from masc_fast._validation import (
     where,
 )
 from masc_fast.backends import PRECISIONS
-from masc_fast.backends.torch_ops import _precision_product
+from masc_fast.backends.torch_ops import precision_product
 from masc_fast.scoring import compute_dtype
 from masc_fast.subspace import ClassSubspaces
 
@@ -195,17 +195,18 @@ def threshold_scores(
             f"cuts must be (T, {num_classes}) and offsets end at R={basis.shape[1]}; got cuts "
             f"{tuple(cuts.shape)}, offsets ending at {int(offsets[-1])}"
         )
+    # Checked where offsets and cuts live (the CPU, from ClassSubspaces), before they move.
+    widths = offsets[1:] - offsets[:-1]
+    if bool(((cuts < 0) | (cuts > widths.to(cuts.device))).any()):
+        raise ValueError(f"cuts {cuts.tolist()} exceed the classes' columns {widths.tolist()}")
     device = x.device
     offsets, cuts = offsets.to(device=device, dtype=torch.int64), cuts.to(device, torch.int64)
-    widths = offsets[1:] - offsets[:-1]
-    if bool(((cuts < 0) | (cuts > widths)).any()):
-        raise ValueError(f"cuts {cuts.tolist()} exceed the classes' columns {widths.tolist()}")
     n, count = x.shape[0], cuts.shape[0]
     starts = offsets[:-1].repeat(count)  # (T·K,) running-sum entry before a class's columns
     stops = (offsets[:-1] + cuts).flatten()  # (T·K,) entry after its kept columns
     absent = cuts == 0
     block_rows = block_rows or _block_rows(basis.shape[1], count * num_classes, x.element_size())
-    product = _precision_product(precision)
+    product = precision_product(precision)
     basis = basis.to(device=device, dtype=x.dtype).contiguous()
     pred = torch.empty((count, n), dtype=torch.int64, device=device)
     scores = (
@@ -347,6 +348,21 @@ class ThresholdScorer:
         fitted = self.subspaces
         check_precision(precision)
         x = check_activations(as_tensor(x, "x"), layer=fitted.layer, batch=batch, dim=fitted.dim)
+        return self.score_validated(
+            x, precision=precision, return_scores=return_scores, block_rows=block_rows
+        )
+
+    def score_validated(
+        self,
+        x: torch.Tensor,
+        *,
+        precision: str = "fp32",
+        return_scores: bool = False,
+        block_rows: int | None = None,
+    ) -> ThresholdScores:
+        """:meth:`score` of rows the caller has checked (the probe's passes check each batch
+        once for every fit); raises only when the fit has no class."""
+        fitted = self.subspaces
         if not bool(fitted.present.any()):
             raise ValueError(
                 f"{where(fitted.layer)}no class has a subspace; nothing can be predicted"

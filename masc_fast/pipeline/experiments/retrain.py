@@ -15,7 +15,7 @@ epoch it records the running train accuracy against the new labels and the accur
 
 Each variant × subspace set fine-tunes in its own work directory,
 ``<run_dir>/retrain/<variant>-<subspaces>/``, laid out and checked by
-:mod:`masc_fast.pipeline.experiments.retrain_files`; the epochs themselves are :mod:`masc_fast.pipeline.experiments.retrain_loop`. Every
+:mod:`masc_fast.pipeline.experiments.retrain_files`; the epochs themselves are :mod:`masc_fast.pipeline.experiments.fine_tune`. Every
 file is written atomically and ``last.safetensors`` is the commit point of an epoch, so a killed
 retrain loses at most the epoch in progress and, resumed, ends with the weights and metrics an
 uninterrupted one would have.
@@ -33,6 +33,13 @@ import pandas as pd
 import torch
 
 from masc_fast._io import atomic_write_text
+from masc_fast.pipeline.experiments.fine_tune import (
+    VARIANTS,
+    RetrainVariant,
+    early_stop_epoch,
+    fine_tune,
+    patience_step,
+)
 from masc_fast.pipeline.experiments.relabel import (
     DEFAULT_SPLIT_SEED,
     SUBSPACE_SETS,
@@ -50,13 +57,6 @@ from masc_fast.pipeline.experiments.retrain_files import (
     settings_document,
     work_paths,
     work_state,
-)
-from masc_fast.pipeline.experiments.retrain_loop import (
-    VARIANTS,
-    RetrainVariant,
-    early_stop_epoch,
-    fine_tune,
-    patience_step,
 )
 from masc_fast.pipeline.results_table import tidy_rows
 from masc_fast.pipeline.runs.checkpoints import checkpoint_metadata

@@ -21,7 +21,7 @@ from masc_fast.pipeline.report._plot import (
     model_lines,
 )
 from masc_fast.pipeline.report._rows import at_variance, layer_order, one_model, p_values, select
-from masc_fast.plotting import _SERIES
+from masc_fast.plotting import SERIES
 
 __all__ = [
     "PROBE_NAMES",
@@ -90,7 +90,7 @@ def figure2(results: pd.DataFrame, *, model: str | None = None, dataset: str | N
     figure, axes = grid(len(ps))
     for ax, p in zip(axes[:, 0], ps):
         mine = _at_p(rows, p)
-        for (split, labels), text, marker in _SERIES:
+        for (split, labels), text, marker in SERIES:
             line = mine[(mine["split"] == split) & (mine["labels"] == labels)]
             if not line.empty:
                 draw_line(ax, layer_stats(line, layers), text, marker=marker)

@@ -18,16 +18,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["EpochStats", "evaluate", "model_device", "train_epoch"]
+from masc_fast.activations import model_device
 
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
+__all__ = ["EpochStats", "evaluate", "train_epoch"]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 :func:`train_run` resolves a :class:`RunConfig` (model and dataset names, corruption degree,
 seed) into a model, data and noisy labels and hands them to :func:`train_prepared`
-(:mod:`masc_fast.pipeline.runs.epoch_loop`, re-exported here), which trains by SPEC §4 (cross-entropy; stop
+(:mod:`masc_fast.pipeline.runs.train_prepared`, re-exported here), which trains by SPEC §4 (cross-entropy; stop
 at the end of the first epoch whose running train accuracy on the corrupted labels reaches the
 recipe's target, or at the cap) and keeps the run directory up to date after every epoch.
 
@@ -52,10 +52,18 @@ import torch
 from torch import nn
 
 from masc_fast.pipeline.runs.config import RunConfig, RunSummary
-from masc_fast.pipeline.runs.epoch_loop import train_device, train_prepared
 from masc_fast.pipeline.runs.files import METRIC_COLUMNS, check_run_dir, run_paths
+from masc_fast.pipeline.runs.train_prepared import train_device, train_prepared
 
-__all__ = ["METRIC_COLUMNS", "RunConfig", "RunSummary", "train_prepared", "train_run"]
+__all__ = [
+    "METRIC_COLUMNS",
+    "RunConfig",
+    "RunSummary",
+    "train_device",
+    "train_prepared",
+    "train_run",
+]
+
 
 #: Batch size of the evaluation passes (no gradients, so larger than any training batch).
 _EVAL_BATCH_SIZE = 512

@@ -1,10 +1,12 @@
-"""The authors' training loop: train until the running train accuracy hits a target (SPEC §4).
+"""The authors' training loop in memory: train until the running train accuracy hits a target.
 
 Cross-entropy, no weight decay, no schedule, no augmentation. Each epoch walks the training
 loader once in train mode, counting how many samples the model got right *before* each step
 (the running accuracy, as the authors measured it; the weights change during the epoch), then
 optionally evaluates on a second loader in eval mode. Training stops at the end of the first
-epoch whose running accuracy reaches the target, or after ``max_epochs``.
+epoch whose running accuracy reaches the target, or after ``max_epochs`` (SPEC §4). The epochs
+run on the one loop of training runs (:class:`~masc_fast.pipeline.runs.epoch_loop.EpochLoop`),
+without files: nothing is written, nothing resumes.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from masc_fast.pipeline.runs.passes import EpochStats, evaluate, model_device, train_epoch
+from masc_fast.activations import model_device
+from masc_fast.pipeline.runs.epoch_loop import EpochLoop
+from masc_fast.pipeline.runs.passes import EpochStats, evaluate, train_epoch
 
 __all__ = ["EpochStats", "TrainHistory", "evaluate", "make_optimizer", "train_epoch", "train_until"]
 
@@ -225,32 +228,34 @@ def train_until(
     criterion = nn.CrossEntropyLoss()
     was_training = model.training
 
-    epochs: list[int] = []
-    losses: list[float] = []
-    train_accuracy: list[float] = []
-    test_accuracy: list[float] | None = None if eval_loader is None else []
-    reached = False
-    start = time.perf_counter()
-    bar = tqdm(range(1, max_epochs + 1), desc="train", unit="epoch", disable=not progress)
-    try:
-        for epoch in bar:
-            stats = train_epoch(model, loader, optimizer, device=device, criterion=criterion)
-            epochs.append(epoch)
-            train_accuracy.append(stats.accuracy)
-            losses.append(stats.loss)
-            postfix = {"loss": f"{losses[-1]:.4f}", "train": f"{train_accuracy[-1]:.4f}"}
-            if test_accuracy is not None:
-                test_accuracy.append(_accuracy(model, eval_loader, device))
-                postfix["test"] = f"{test_accuracy[-1]:.4f}"
-            bar.set_postfix(postfix, refresh=False)
-            logger.debug("epoch %d: %s", epoch, postfix)
-            if train_accuracy[-1] >= target_accuracy:
-                reached = True
-                break
-    finally:
-        bar.close()
-        model.train(was_training)
+    def epoch_row(epoch: int) -> dict:
+        stats = train_epoch(model, loader, optimizer, device=device, criterion=criterion)
+        row = {"epoch": epoch, "loss": stats.loss, "train": stats.accuracy}
+        if eval_loader is not None:
+            row["test"] = _accuracy(model, eval_loader, device)
+        return row
 
+    def reached_target(rows: list[dict], state: dict) -> bool:
+        return bool(rows) and rows[-1]["train"] >= target_accuracy
+
+    loop = EpochLoop(model, optimizer, max_epochs=max_epochs, progress=progress)
+    loop.start([], {})
+    start = time.perf_counter()
+    try:
+        rows = loop.run(
+            epoch_row,
+            stop=reached_target,
+            postfix=lambda row: {
+                key: f"{value:.4f}" for key, value in row.items() if key != "epoch"
+            },
+        )
+    finally:
+        model.train(was_training)
+    epochs = [row["epoch"] for row in rows]
+    losses = [row["loss"] for row in rows]
+    train_accuracy = [row["train"] for row in rows]
+    test_accuracy = None if eval_loader is None else [row["test"] for row in rows]
+    reached = reached_target(rows, {})
     seconds = time.perf_counter() - start
     logger.info(
         "%s after %d epoch(s) in %.1f s: train accuracy %.4f%s",

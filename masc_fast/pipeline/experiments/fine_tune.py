@@ -1,5 +1,9 @@
 """Fine-tuning a memorised model on its MASC relabels: the epochs of one retrain (SPEC §6).
 
+The epochs run on the one resumable loop of training runs
+(:class:`~masc_fast.pipeline.runs.epoch_loop.EpochLoop`); what is particular to a retrain is
+its rows (test80 and test20 accuracies) and its stop rule.
+
 A fresh optimiser of the run's kind and learning rate (:meth:`RunConfig.recipe`), the same batch
 size and the run's own ``shuffle`` setting (the authors did not shuffle). After each epoch the
 running train accuracy against the new labels and the accuracies on the 80 % and 20 % parts of
@@ -18,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from masc_fast._io import atomic_write_text
+from masc_fast.data import BatchLoader
 from masc_fast.pipeline.experiments.relabel import Relabelling, TrainedRun, subset_split
 from masc_fast.pipeline.experiments.retrain_files import work_paths, write_metrics
-from masc_fast.pipeline.runs.checkpoints import load_checkpoint, load_model_weights, save_checkpoint
-from masc_fast.pipeline.runs.files import save_snapshot
+from masc_fast.pipeline.runs.checkpoints import load_model_weights
+from masc_fast.pipeline.runs.epoch_loop import EpochLoop, LoopFiles
+from masc_fast.pipeline.runs.training import make_optimizer
 
 __all__ = ["VARIANTS", "RetrainVariant", "early_stop_epoch", "fine_tune", "patience_step"]
 
@@ -161,8 +166,7 @@ def fine_tune(
     list of dict
         Rows with :data:`masc_fast.pipeline.experiments.retrain_files.RETRAIN_METRIC_COLUMNS`, epoch 0 first.
     """
-    from masc_fast.data import BatchLoader
-    from masc_fast.pipeline.runs.training import evaluate, make_optimizer, train_epoch
+    from masc_fast.pipeline.runs.training import evaluate, train_epoch
 
     paths = work_paths(work)
     config, device, model = trained.config, trained.device, trained.model
@@ -191,62 +195,60 @@ def fine_tune(
         for name, indices in (("test80", relabelling.test80), ("test20", relabelling.test20))
     }
     passes = {"device": device, "progress": progress}
-
+    files = LoopFiles(
+        last=paths["last"],
+        final=paths["final"],
+        write_metrics=lambda rows: write_metrics(paths["metrics"], rows),
+    )
+    loop = EpochLoop(
+        model,
+        optimizer,
+        max_epochs=schedule.max_epochs,
+        files=files,
+        progress=progress,
+        description=f"retrain {work.name}",
+    )
     if state == "resume" and paths["last"].is_file():
-        checkpoint = load_checkpoint(paths["last"], model, optimizer, restore_rng=True)
-        meta = checkpoint.metadata
-        epoch, rows = checkpoint.epoch, meta["metrics"]
-        best, counter, stopped = meta["best_test20"], meta["counter"], meta["stopped"]
-        logger.info("resuming %s after epoch %d", work, epoch)
+        loop.resume()
+        logger.info("resuming %s after epoch %d", work, loop.epoch)
     else:
         torch.manual_seed(config.seed)  # dropout draws, if any, as in a fresh process
         started = time.perf_counter()
         initial = [evaluate(model, loader, **passes) for loader in (train_eval, *parts.values())]
-        rows = [_row(0, *initial, time.perf_counter() - started)]
-        epoch, best, counter, stopped = 0, None, 0, False
-    write_metrics(paths["metrics"], rows)
+        row = _row(0, *initial, time.perf_counter() - started)
+        loop.start([row], {"best_test20": None, "counter": 0, "stopped": False})
 
-    bar = tqdm(
-        total=schedule.max_epochs,
-        initial=epoch,
-        desc=f"retrain {work.name}",
-        unit="epoch",
-        disable=not progress,
+    def epoch_row(epoch: int) -> dict:
+        started = time.perf_counter()
+        train_loader.set_epoch(epoch)
+        stats = train_epoch(model, train_loader, optimizer, description=f"epoch {epoch}", **passes)
+        test80, test20 = (evaluate(model, loader, **passes) for loader in parts.values())
+        return _row(epoch, stats, test80, test20, time.perf_counter() - started)
+
+    def track_patience(state: dict, row: dict) -> None:
+        """The authors' early stopping on the 20 % accuracy (:func:`patience_step`)."""
+        if schedule.patience is not None:
+            best, counter = patience_step(
+                state["best_test20"], state["counter"], row["test20_accuracy"]
+            )
+            state.update(best_test20=best, counter=counter, stopped=counter >= schedule.patience)
+
+    def report(row: dict) -> None:
+        if on_epoch is not None:
+            on_epoch({**row, "variant": schedule.name, "subspaces": relabelling.subspaces})
+
+    rows = loop.run(
+        epoch_row,
+        stop=lambda rows, state: state["stopped"],
+        track=track_patience,
+        postfix=lambda row: {
+            "test80": f"{row['test80_accuracy']:.4f}",
+            "test20": f"{row['test20_accuracy']:.4f}",
+        },
+        on_epoch=report,
     )
-    try:
-        while epoch < schedule.max_epochs and not stopped:
-            epoch += 1
-            started = time.perf_counter()
-            train_loader.set_epoch(epoch)
-            stats = train_epoch(
-                model, train_loader, optimizer, description=f"epoch {epoch}", **passes
-            )
-            test80, test20 = (evaluate(model, loader, **passes) for loader in parts.values())
-            rows.append(_row(epoch, stats, test80, test20, time.perf_counter() - started))
-            if schedule.patience is not None:
-                best, counter = patience_step(best, counter, test20.accuracy)
-                stopped = counter >= schedule.patience
-            save_checkpoint(
-                paths["last"],
-                model,
-                optimizer,
-                epoch=epoch,
-                metadata={
-                    "metrics": rows,
-                    "best_test20": best,
-                    "counter": counter,
-                    "stopped": stopped,
-                },
-            )
-            write_metrics(paths["metrics"], rows)
-            bar.update(1)
-            bar.set_postfix(test80=f"{test80.accuracy:.4f}", test20=f"{test20.accuracy:.4f}")
-            if on_epoch is not None:
-                on_epoch({**rows[-1], "variant": schedule.name, "subspaces": relabelling.subspaces})
-    finally:
-        bar.close()
-
-    save_snapshot(paths["final"], model, epoch=epoch, kind="final", metrics=rows[-1])
+    loop.finish()
+    epoch, stopped = loop.epoch, loop.state["stopped"]
     summary = {
         "variant": schedule.name,
         "subspaces": relabelling.subspaces,

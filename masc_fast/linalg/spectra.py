@@ -1,0 +1,72 @@
+"""One class's spectrum: the eigenpairs a solver returns, the paper's rule, exact eigh.
+
+Every solver (:mod:`masc_fast.linalg.eigensolvers`, :mod:`masc_fast.linalg.batched`, the stored
+fits of :mod:`masc_fast.probing.stored_fit`) returns a :class:`ClassEigen`, and every count of
+kept components goes through :func:`components_for_variance`, so the 99 % rule lives in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "ClassEigen",
+    "components_for_variance",
+    "exact_class_eigen",
+    "exact_eigh",
+    "numerical_rank",
+]
+
+
+@dataclass(frozen=True)
+class ClassEigen:
+    """Leading eigenpairs of one class: ``values`` (m,) descending, ``vectors`` (d, m)."""
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+    total: float
+    rank_cap: int
+    method: str
+
+
+def components_for_variance(
+    values: torch.Tensor, total: float, variance: float, rank_cap: int
+) -> int:
+    """Number of leading components the paper keeps.
+
+    ``variance < 1``: (number of cumulative explained-variance ratios <= t) + 1, the smallest
+    count whose ratio exceeds t (scikit-learn's rule). ``variance >= 1``: that many components.
+    Either way capped at ``rank_cap`` (the numerical rank). Returns 0 when ``total`` is 0.
+    """
+    if total <= 0 or rank_cap <= 0:
+        return 0
+    if variance >= 1:
+        return min(int(variance), rank_cap)
+    ratios = torch.cumsum(values.to(torch.float64), 0) / total
+    return min(int((ratios <= variance).sum()) + 1, rank_cap)
+
+
+def numerical_rank(values: torch.Tensor, dim: int) -> int:
+    """Eigenvalues above ``λ₁ · dim · eps(float64)`` (LAPACK's rank tolerance) in descending
+    ``values`` of a ``dim``-wide Gram."""
+    if values.numel() == 0 or values[0] <= 0:
+        return 0
+    threshold = values[0] * dim * torch.finfo(torch.float64).eps
+    return int((values > threshold).sum())
+
+
+def exact_eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenpairs of a symmetric matrix, descending; negative round-off clamped to 0."""
+    values, vectors = torch.linalg.eigh(gram.to(torch.float64))
+    return values.flip(0).clamp_min_(0.0), vectors.flip(1)
+
+
+def exact_class_eigen(gram: torch.Tensor, *, variance: float, rank_bound: int) -> ClassEigen:
+    """One class by full ``eigh``: values up to the numerical rank, vectors the rule keeps."""
+    values, vectors = exact_eigh(gram)
+    total = float(values.sum())
+    rank_cap = min(rank_bound, numerical_rank(values, gram.shape[0]))
+    keep = components_for_variance(values, total, variance, rank_cap)
+    return ClassEigen(values[:rank_cap], vectors[:, :keep], total, rank_cap, "exact")
