@@ -18,7 +18,7 @@ from masc_fast.cli import main
 from masc_fast.data import load_dataset
 from masc_fast.data.corruption import noisy_labels
 from masc_fast.models import build_model
-from masc_fast.pipeline.experiments.masc import ProbeSettings, run_experiment
+from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
 from masc_fast.pipeline.results_table import RESULT_COLUMNS
 from masc_fast.pipeline.runs.checkpoints import load_model_weights
 from masc_fast.pipeline.runs.config import RunConfig
@@ -181,13 +181,14 @@ def test_cli_probe_writes_rows_and_prints_the_best_layer(noisy_run, tmp_path, ca
 
 
 def test_run_cell_trains_what_a_sweep_cell_needs(tmp_path):
+    from masc_fast.pipeline.sweeps.cells import run_cell
     from masc_fast.pipeline.sweeps.run import Cell, SweepSpec
 
     spec = SweepSpec(
         out=tmp_path, models=("mlp",), datasets=("digits",), p=(0.2,), experiments=("exp3",),
         train={"max_epochs": 1}, probe={"progress": False},
     )  # fmt: skip
-    rows = experiments.run_cell(Cell("mlp", "digits", 0.2, 0, "exp3"), spec)
+    rows = run_cell(Cell("mlp", "digits", 0.2, 0, "exp3"), spec)
     assert (tmp_path / "runs" / "mlp-digits-p0-s0" / "summary.json").exists()
     assert not (tmp_path / "runs" / "mlp-digits-p0.2-s0").exists()  # exp3 needs only p = 0
     assert set(rows["p"]) == {0.2}

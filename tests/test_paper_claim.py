@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from masc_fast.pipeline.experiments.masc import ProbeSettings, run_experiment
+from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
 from masc_fast.pipeline.runs.config import RunConfig
 from masc_fast.pipeline.runs.train import train_run
 

@@ -598,7 +598,7 @@ def test_cli_report_reads_a_csv_table(tmp_path, capsys):
 def digits_results(tmp_path_factory):
     """exp1, exp2, random-init and early-stop rows of 2-epoch digits MLPs, p in {0, 0.4},
     seeds {0, 1} (about two minutes on two CPU cores)."""
-    from masc_fast.pipeline.experiments.masc import ProbeSettings, run_experiment
+    from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
     from masc_fast.pipeline.runs.train import RunConfig, train_run
 
     folder = tmp_path_factory.mktemp("digits-runs")

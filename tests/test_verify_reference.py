@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from masc_fast import reference as ref
-from masc_fast.cli.sweep import register
+from masc_fast.cli.verify_reference import register
 from masc_fast.data.corruption import corrupt_labels
 from masc_fast.pipeline.experiments.verify_reference import (
     REPORT_COLUMNS,

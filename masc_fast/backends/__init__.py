@@ -29,6 +29,8 @@ __all__ = [
     "BackendUnavailableError",
     "available",
     "get_backend",
+    "optional_import",
+    "required_import",
     "select_backend",
 ]
 
@@ -50,6 +52,28 @@ _MODULES = {
 
 class BackendUnavailableError(RuntimeError):
     """An explicitly requested backend cannot run here; ``__cause__`` holds the reason."""
+
+
+@cache
+def optional_import(name: str) -> tuple[ModuleType | None, ImportError | None]:
+    """``(module, None)`` when ``name`` imports, else ``(None, its ImportError)``; tried once.
+
+    How the adapters reach their heavy dependencies (``masc_fast._C``, ``triton``,
+    ``masc_fast.kernels``): lazily, once, keeping the original error for
+    :class:`BackendUnavailableError`.
+    """
+    try:
+        return importlib.import_module(name), None
+    except ImportError as error:
+        return None, error
+
+
+def required_import(name: str) -> ModuleType:
+    """``name``, imported once; ImportError naming it (with the original cause) if absent."""
+    module, error = optional_import(name)
+    if module is None:
+        raise ImportError(f"{name} is not importable: {error}") from error
+    return module
 
 
 def _module(name: str) -> ModuleType:
@@ -85,15 +109,16 @@ def get_backend(name: str) -> ModuleType:
 
 
 def _import_error(name: str) -> BaseException | None:
-    """The original exception that makes backend ``name`` unusable, when the adapter kept it."""
+    """The original exception that makes backend ``name`` unusable: the adapter's own import
+    error, else the first of its ``IMPORTS`` that fails."""
     try:
         module = _module(name)
     except ImportError as error:
         return error
-    for finder in ("_import_ext", "_import_kernels"):
-        found = getattr(module, finder, None)
-        if found is not None:
-            return found()[1]
+    for needed in getattr(module, "IMPORTS", ()):
+        error = optional_import(needed)[1]
+        if error is not None:
+            return error
     return None
 
 

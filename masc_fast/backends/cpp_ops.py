@@ -23,8 +23,12 @@ from types import ModuleType
 
 import torch
 
+from masc_fast.backends import optional_import, required_import
+
 __all__ = [
+    "IMPORTS",
     "default_threads",
+    "describe",
     "gram_blocks",
     "gram_update",
     "is_available",
@@ -48,26 +52,18 @@ _MAX_BUCKET_ROWS, _MIN_BUCKET_ROWS = 1024, 64
 _BLOCK_COLS, _MIN_BLOCK_COLS = 512, 64
 
 
-@functools.lru_cache(maxsize=1)
-def _import_ext() -> tuple[ModuleType | None, ImportError | None]:
-    try:
-        from masc_fast import _C
-    except ImportError as exc:
-        return None, exc
-    return _C, None
+#: What this adapter imports, lazily (:func:`masc_fast.backends.optional_import`).
+IMPORTS = ("masc_fast._C",)
 
 
 def _ext() -> ModuleType:
     """``masc_fast._C``, imported once; raises ImportError (with the original cause) if absent."""
-    module, error = _import_ext()
-    if module is None:
-        raise ImportError(f"masc_fast._C is not importable: {error}") from error
-    return module
+    return required_import(IMPORTS[0])
 
 
 def is_available() -> tuple[bool, str]:
     """``(True, "")`` if the extension imports, else ``(False, reason)``."""
-    module, error = _import_ext()
+    module, error = optional_import(IMPORTS[0])
     if module is None:
         return False, (
             f"the C++ extension masc_fast._C is not importable ({error}); reinstall with "
@@ -111,6 +107,21 @@ def _single_threaded_blas():
     if all(info.get("num_threads") == 1 for info in controller.info()):
         return contextlib.nullcontext()
     return controller.limit(limits=1)
+
+
+def describe() -> str:
+    """OpenMP, worker count and BLAS of the extension, in one line (``masc-fast env``)."""
+    ext = _ext()
+    blas = [
+        f"{info.get('internal_api')} {info.get('version')}"
+        for info in _blas_controller().info()
+        if "scipy.libs" in info.get("filepath", "")  # SciPy's wheel, not NumPy's copy
+    ]
+    openmp = "OpenMP" if ext.has_openmp else "no OpenMP (one thread)"
+    return (
+        f"{openmp}, {default_threads()} threads, BLAS from {ext.blas_source}"
+        f" ({', '.join(blas) or 'version unknown'})"
+    )
 
 
 def scoring_block_rows(total_components: int, itemsize: int) -> int:

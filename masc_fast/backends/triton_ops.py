@@ -9,15 +9,14 @@ validated upstream (``masc_fast._validation``); here we only assert what protect
 
 from __future__ import annotations
 
-import functools
 import os
 from types import ModuleType
 
 import torch
 
-from masc_fast.backends import torch_ops
+from masc_fast.backends import optional_import, required_import, torch_ops
 
-__all__ = ["DELEGATED", "is_available", "gram_update", "subspace_scores"]
+__all__ = ["DELEGATED", "IMPORTS", "is_available", "gram_update", "subspace_scores"]
 
 #: Ops this adapter runs with another backend's code: no Triton Gram kernel ships (none was
 #: measured to beat cuBLAS), so ``select_backend(op="gram_update")`` names ``torch``.
@@ -26,30 +25,14 @@ DELEGATED = {"gram_update": "torch"}
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
-@functools.lru_cache(maxsize=1)
-def _import_triton() -> ImportError | None:
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return exc
-    return None
-
-
-@functools.lru_cache(maxsize=1)
-def _import_kernels() -> tuple[ModuleType | None, ImportError | None]:
-    try:
-        import masc_fast.kernels as kernels
-    except ImportError as exc:
-        return None, exc
-    return kernels, None
+#: What this adapter imports, lazily (:func:`masc_fast.backends.optional_import`); triton first,
+#: because ``@triton.jit`` fixes compiled-or-interpreted when the kernel module is first imported.
+IMPORTS = ("triton", "masc_fast.kernels")
 
 
 def _kernels() -> ModuleType:
     """``masc_fast.kernels``, imported once; raises ImportError (with the cause) if absent."""
-    module, error = _import_kernels()
-    if module is None:
-        raise ImportError(f"masc_fast.kernels is not importable: {error}") from error
-    return module
+    return required_import("masc_fast.kernels")
 
 
 def _is_interpreting() -> bool:
@@ -63,7 +46,7 @@ def is_available() -> tuple[bool, str]:
     compiled-or-interpreted when the kernel module is first imported.
     """
     missing = []
-    error = _import_triton()
+    error = optional_import("triton")[1]
     if error is not None:
         missing.append(f"triton is not importable ({error}); install masc_fast[cuda]")
     if not (torch.cuda.is_available() or _is_interpreting()):
@@ -72,7 +55,7 @@ def is_available() -> tuple[bool, str]:
         )
     if missing:
         return False, "; ".join(missing)
-    _, error = _import_kernels()
+    _, error = optional_import("masc_fast.kernels")
     if error is not None:
         return False, f"masc_fast.kernels is not importable ({error})"
     return True, ""

@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from masc_fast.cli import options
+
+HELP = "logistic regression, NCM, k-NN, LDA and QDA probes on a training run"
+DESCRIPTION = (
+    "Fit each baseline probe on the activations of every probed layer of a run written "
+    "by 'masc-fast train' (the input excluded), once on the corrupted and once on the "
+    "true training labels, score it on the true test labels and write tidy result rows."
+)
+
 __all__ = ["register", "run"]
 
 
@@ -12,45 +21,28 @@ def register(commands) -> argparse.ArgumentParser:
     """Add the ``baselines`` sub-command to an argparse sub-parsers object."""
     from masc_fast.pipeline.experiments.baselines import PROBE_NAMES
 
-    parser = commands.add_parser(
-        "baselines",
-        help="logistic regression, NCM, k-NN, LDA and QDA probes on a training run",
-        description=(
-            "Fit each baseline probe on the activations of every probed layer of a run written "
-            "by 'masc-fast train' (the input excluded), once on the corrupted and once on the "
-            "true training labels, score it on the true test labels and write tidy result rows."
-        ),
-    )
-    parser.add_argument(
-        "--run", dest="run_dir", required=True, type=Path, help="training run directory"
-    )
-    parser.add_argument(
-        "--probes", nargs="+", default=list(PROBE_NAMES), choices=PROBE_NAMES, metavar="NAME",
-        help=f"one or more of {', '.join(PROBE_NAMES)} (default all)",
-    )  # fmt: skip
+    parser = commands.add_parser("baselines", help=HELP, description=DESCRIPTION)
+    options.add_run_dir(parser)
+    options.add_names(parser, "--probes", PROBE_NAMES, default=PROBE_NAMES)
     parser.add_argument(
         "--layers", nargs="+", metavar="LAYER",
         help="paper layer names, e.g. fc1 fc2 (default every layer except the input)",
     )  # fmt: skip
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")
-    parser.add_argument("--batch-size", type=int, default=512, help="rows per forward pass")
+    options.add_device(parser)
+    options.add_batch_size(parser)
     parser.add_argument(
         "--work-dir", type=Path,
         help="folder of the stored activations (default RUN/activations/final)",
     )  # fmt: skip
-    parser.add_argument(
-        "--bn-train-mode", action="store_true",
-        help="per-sample BatchNorm, as the authors' ResNet-18 extraction (default: eval mode)",
-    )  # fmt: skip
+    options.add_bn_train_mode(parser)
     parser.add_argument("--out", type=Path, help="CSV of the rows (default RUN/baselines.csv)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    options.add_no_progress(parser)
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the probes, write the rows atomically, print test accuracy per layer and probe."""
-    from masc_fast._io import atomic_write_text
     from masc_fast.pipeline.experiments.baselines import run_baselines
 
     rows = run_baselines(
@@ -63,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         bn_train_mode=args.bn_train_mode,
     )
-    out = args.out or args.run_dir / "baselines.csv"
-    atomic_write_text(out, rows.to_csv(index=False))
     accuracy = rows[rows["metric"] == "accuracy"]
     table = accuracy.pivot_table(
         "value", index=["subspaces", "layer"], columns="probe", sort=False, dropna=False
@@ -73,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
     failed = accuracy[accuracy["error"] != ""]
     if len(failed):
         print(f"\n{len(failed)} probe fits failed (NaN above); the 'error' column says why")
-    print(f"\nwrote {len(rows)} rows to {out}")
+    options.write_rows(rows, args.out or args.run_dir / "baselines.csv")
     return 0

@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+HELP = "Tables 1/5 (and 6-8), figures and index.html from a results table"
+DESCRIPTION = (
+    "Read a tidy results table and write the paper's tables (Markdown and CSV), its "
+    "figures (PNG and PDF) and a self-contained index.html into one folder. Figures "
+    "whose rows are absent are skipped; the page says which rows they need."
+)
+
 __all__ = ["register", "run"]
 
 
 def register(commands) -> argparse.ArgumentParser:
     """Add the ``report`` sub-command to an argparse sub-parsers object."""
-    parser = commands.add_parser(
-        "report",
-        help="Tables 1/5 (and 6-8), figures and index.html from a results table",
-        description=(
-            "Read a tidy results table and write the paper's tables (Markdown and CSV), its "
-            "figures (PNG and PDF) and a self-contained index.html into one folder. Figures "
-            "whose rows are absent are skipped; the page says which rows they need."
-        ),
-    )
+    parser = commands.add_parser("report", help=HELP, description=DESCRIPTION)
     parser.add_argument(
         "--results",
         required=True,

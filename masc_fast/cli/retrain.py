@@ -5,6 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from masc_fast.cli import options
+
+HELP = "relabel a memorised run's training set with MASC and fine-tune on it"
+DESCRIPTION = (
+    "Split the test set 80/20, pick the layer with the best MASC accuracy on the 20 % "
+    "part (separately for corrupted- and true-label subspaces), relabel every training "
+    "point with that layer's MASC prediction and fine-tune the run's final weights on "
+    "the new labels: 'retrain' (up to 30 epochs, early stopping on the 20 % accuracy, "
+    "patience 3) and 'retrain-10' (10 epochs). Work directories go under "
+    "RUN/retrain/<variant>-<subspaces>/; --resume continues killed ones."
+)
+
 __all__ = ["register", "run"]
 
 _BOTH = "both"
@@ -36,21 +48,8 @@ def register(commands) -> argparse.ArgumentParser:
     from masc_fast.pipeline.experiments.relabel import DEFAULT_SPLIT_SEED, SUBSPACE_SETS
     from masc_fast.pipeline.experiments.retrain import VARIANTS
 
-    parser = commands.add_parser(
-        "retrain",
-        help="relabel a memorised run's training set with MASC and fine-tune on it",
-        description=(
-            "Split the test set 80/20, pick the layer with the best MASC accuracy on the 20 % "
-            "part (separately for corrupted- and true-label subspaces), relabel every training "
-            "point with that layer's MASC prediction and fine-tune the run's final weights on "
-            "the new labels: 'retrain' (up to 30 epochs, early stopping on the 20 % accuracy, "
-            "patience 3) and 'retrain-10' (10 epochs). Work directories go under "
-            "RUN/retrain/<variant>-<subspaces>/; --resume continues killed ones."
-        ),
-    )
-    parser.add_argument(
-        "--run", dest="run_dir", required=True, type=Path, help="training run directory"
-    )
+    parser = commands.add_parser("retrain", help=HELP, description=DESCRIPTION)
+    options.add_run_dir(parser)
     parser.add_argument(
         "--variant", choices=(*VARIANTS, _BOTH), default=_BOTH, help="schedule (default both)"
     )
@@ -66,15 +65,15 @@ def register(commands) -> argparse.ArgumentParser:
         default=DEFAULT_SPLIT_SEED,
         help=f"random_state of the 80/20 test split (default {DEFAULT_SPLIT_SEED}, the authors')",
     )
-    parser.add_argument("--variance", type=float, default=0.99, help="threshold t (default 0.99)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")
+    options.add_variance(parser)
+    options.add_device(parser)
     parser.add_argument(
         "--out", type=Path, help="CSV of the result rows (default RUN/retrain/results.csv)"
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue killed retrains, reuse finished ones"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    options.add_no_progress(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -88,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
         From :func:`masc_fast.pipeline.experiments.retrain.retrain_run` (missing run, used work directory without
         ``--resume``, settings that differ from a resumed retrain's).
     """
-    from masc_fast._io import atomic_write_text
     from masc_fast.pipeline.experiments.relabel import SUBSPACE_SETS
     from masc_fast.pipeline.experiments.retrain import VARIANTS, retrain_run
 
@@ -102,10 +100,8 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
     )
-    out = args.out or args.run_dir / "retrain" / "results.csv"
-    atomic_write_text(out, rows.to_csv(index=False))
     print(summary_table(rows).to_string(index=False))
-    print(f"\nwrote {len(rows)} rows to {out}")
+    options.write_rows(rows, args.out or args.run_dir / "retrain" / "results.csv")
     return 0
 
 

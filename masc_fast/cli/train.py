@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 
+from masc_fast.cli import options
+
+HELP = "train a model on a dataset with corrupted labels (paper recipes, resumable)"
+DESCRIPTION = (
+    "Train MODEL on DATASET with a fraction P of the training labels redrawn at random, "
+    "using the paper's recipe (SPEC §4) unless overridden. Writes config.json, "
+    "labels.npz, metrics.csv (one row per epoch), checkpoints/ and summary.json under "
+    "--out; --resume continues a killed run."
+)
+
 __all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
@@ -45,16 +55,7 @@ def register(commands) -> argparse.ArgumentParser:
     from masc_fast.models import MODEL_NAMES
     from masc_fast.pipeline.runs.config import NOISE_RECIPES
 
-    parser = commands.add_parser(
-        "train",
-        help="train a model on a dataset with corrupted labels (paper recipes, resumable)",
-        description=(
-            "Train MODEL on DATASET with a fraction P of the training labels redrawn at random, "
-            "using the paper's recipe (SPEC §4) unless overridden. Writes config.json, "
-            "labels.npz, metrics.csv (one row per epoch), checkpoints/ and summary.json under "
-            "--out; --resume continues a killed run."
-        ),
-    )
+    parser = commands.add_parser("train", help=HELP, description=DESCRIPTION)
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
     parser.add_argument("--dataset", required=True, help="mnist, cifar10, digits, ...")
     parser.add_argument("--p", type=float, default=0.0, help="label corruption degree in [0, 1]")
@@ -70,8 +71,8 @@ def register(commands) -> argparse.ArgumentParser:
         action="store_true",
         help="keep the training set in dataset order every epoch, as the authors did",
     )
-    parser.add_argument("--data-root", help="folder with the torchvision / Tiny ImageNet files")
-    parser.add_argument("--download", action="store_true", help="download missing data")
+    options.add_data_root(parser)
+    options.add_download(parser)
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out (or return it if done)"
@@ -89,10 +90,10 @@ def register(commands) -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint-every", type=int, default=10, help="keep a checkpoint every N epochs"
     )
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    options.add_device(parser)
     parser.add_argument("--compile", action="store_true", help="train through torch.compile")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    options.add_no_progress(parser)
     parser.set_defaults(run=run)
     return parser
 

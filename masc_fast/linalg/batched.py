@@ -20,10 +20,10 @@ import torch
 from masc_fast.linalg.eigensolvers import MAX_ITERATIONS, check_method, class_eigh, uses_partial
 from masc_fast.linalg.spectra import ClassEigen, exact_class_eigen
 from masc_fast.linalg.subspace_iteration import (
+    RitzRule,
     StackedGrams,
     Step,
     initial_block,
-    judge,
     subspace_iteration,
 )
 
@@ -110,6 +110,7 @@ def partial_eigh_batched(
     grams = grams.to(torch.float64)
     working = grams if len(members) == count else grams[torch.tensor(members, device=device)]
     pending = set(members)
+    rule = RitzRule(dim, variance, tol)
 
     def decide(values, vectors, residuals, block):
         # One transfer per step for the per-class decisions, whatever K is.
@@ -118,15 +119,12 @@ def partial_eigh_batched(
         for row, label in enumerate(members):
             if label not in pending:
                 continue
-            verdict = judge(
+            verdict = rule.verdict(
                 host_values[row],
                 host_residuals[row],
                 block=block,
-                dim=dim,
-                variance=variance,
                 total=totals[label],
                 rank_cap=rank_caps[label],
-                tol=tol,
             )
             if verdict.converged:
                 keep = verdict.keep

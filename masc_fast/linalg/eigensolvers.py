@@ -33,9 +33,9 @@ import torch
 from masc_fast.linalg.spectra import ClassEigen, exact_class_eigen
 from masc_fast.linalg.subspace_iteration import (
     DenseGram,
+    RitzRule,
     Step,
     initial_block,
-    judge,
     subspace_iteration,
 )
 
@@ -72,18 +72,10 @@ def partial_eigh(
     if block is None:
         return None
     found = []
+    rule = RitzRule(dim, variance, tol)
 
     def decide(values, vectors, residuals, block):
-        verdict = judge(
-            values,
-            residuals,
-            block=block,
-            dim=dim,
-            variance=variance,
-            total=total,
-            rank_cap=rank_cap,
-            tol=tol,
-        )
+        verdict = rule.verdict(values, residuals, block=block, total=total, rank_cap=rank_cap)
         if verdict.converged:
             found.append((values[: verdict.keep], vectors[:, : verdict.keep], verdict.rank_cap))
         if verdict.converged or verdict.next_block == 0:  # done, or exact eigh is cheaper

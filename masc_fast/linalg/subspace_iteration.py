@@ -14,10 +14,10 @@ parameters:
   (:class:`masc_fast.probing.stored_fit.StoredRows`).
 * a **stop rule** is a callable ``decide(values, vectors, residuals, block) -> Step | None`` seeing
   each Rayleigh–Ritz result; it keeps what it needs and answers ``None`` (finished) or the
-  next :class:`Step`. :func:`judge` is the per-class verdict all three solvers share: keep the
-  components the variance rule asks for, grow the block until their Ritz values explain more
-  than ``t`` of the exactly known total, and iterate until their residuals are below
-  ``tol · θ₁``.
+  next :class:`Step`. :class:`RitzRule` is the per-class verdict all three solvers build it
+  from: keep the components the variance rule asks for, grow the block until their Ritz values
+  explain more than ``t`` of the exactly known total, and iterate until their residuals are
+  below ``tol · θ₁``.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ __all__ = [
     "MAX_BLOCK_FRACTION",
     "OVERSAMPLE",
     "DenseGram",
+    "RitzRule",
     "StackedGrams",
     "Step",
     "Verdict",
     "initial_block",
-    "judge",
     "orthonormal",
     "rayleigh_ritz",
     "subspace_iteration",
@@ -105,38 +105,44 @@ class Verdict:
     next_block: int
 
 
-def judge(
-    values,
-    residuals,
-    *,
-    block,
-    dim,
-    variance,
-    total,
-    rank_cap,
-    tol,
-    max_fraction=MAX_BLOCK_FRACTION,
-) -> Verdict:
-    """Decide what one class needs, from its Ritz values and residuals on a ``block``.
+@dataclass(frozen=True)
+class RitzRule:
+    """When a class's Ritz pairs are done: the variance rule, the tolerance, when to give up.
 
-    ``max_fraction``: give up (exact eigh is cheaper) once the block would pass this share of d.
+    ``dim`` is d, ``variance`` the threshold t (or a whole count), ``tol`` the residual bound
+    relative to θ₁, ``max_fraction`` the share of d past which the block gives up (exact eigh
+    is cheaper; 1.0 never gives up).
     """
-    keep = components_for_variance(values, total, variance, rank_cap)
-    captured = float(values[:keep].sum())
-    enough = variance >= 1 or captured > variance * total or keep >= rank_cap
-    spans_range = block >= rank_cap  # the block holds the whole range of G
-    if enough and (spans_range or keep + OVERSAMPLE // 2 <= block):
-        if bool((residuals[:keep] <= tol * values[0]).all()):
-            known_rank = numerical_rank(values, dim)
-            if known_rank < values.numel():  # the block reached past the rank of G
-                rank_cap = known_rank
-                keep = min(keep, known_rank)
-            return Verdict(True, keep, rank_cap, block)
-        return Verdict(False, keep, rank_cap, block)
-    grown = min(dim, rank_cap + OVERSAMPLE, max(2 * block, keep + OVERSAMPLE))
-    if grown > max_fraction * dim and grown < rank_cap:
-        return Verdict(False, keep, rank_cap, 0)
-    return Verdict(False, keep, rank_cap, grown)
+
+    dim: int
+    variance: float
+    tol: float
+    max_fraction: float = MAX_BLOCK_FRACTION
+
+    def verdict(self, values, residuals, *, block: int, total: float, rank_cap: int) -> Verdict:
+        """Decide what one class needs, from its Ritz values and residuals on a ``block``.
+
+        Keep the components the variance rule asks for; converged once they explain more than
+        ``t`` of ``total`` (or are all there is) with room to spare in the block and residuals
+        ``<= tol · θ₁``; otherwise grow the block (at least doubling it) or iterate.
+        """
+        dim, variance = self.dim, self.variance
+        keep = components_for_variance(values, total, variance, rank_cap)
+        captured = float(values[:keep].sum())
+        enough = variance >= 1 or captured > variance * total or keep >= rank_cap
+        spans_range = block >= rank_cap  # the block holds the whole range of G
+        if enough and (spans_range or keep + OVERSAMPLE // 2 <= block):
+            if bool((residuals[:keep] <= self.tol * values[0]).all()):
+                known_rank = numerical_rank(values, dim)
+                if known_rank < values.numel():  # the block reached past the rank of G
+                    rank_cap = known_rank
+                    keep = min(keep, known_rank)
+                return Verdict(True, keep, rank_cap, block)
+            return Verdict(False, keep, rank_cap, block)
+        grown = min(dim, rank_cap + OVERSAMPLE, max(2 * block, keep + OVERSAMPLE))
+        if grown > self.max_fraction * dim and grown < rank_cap:
+            return Verdict(False, keep, rank_cap, 0)
+        return Verdict(False, keep, rank_cap, grown)
 
 
 class Step(NamedTuple):

@@ -18,10 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from masc_fast._io import atomic_write_text
-from masc_fast.pipeline.experiments.masc import ProbeSettings, run_experiment, run_name
+from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
 from masc_fast.pipeline.results_table import rebuild_table, write_cell
 from masc_fast.pipeline.runs.config import RunConfig
 from masc_fast.pipeline.runs.train import train_run
+from masc_fast.pipeline.sweeps.cells import run_name
 
 __all__ = ["DemoConfig", "run_demo"]
 

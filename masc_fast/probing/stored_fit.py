@@ -29,7 +29,7 @@ from masc_fast.linalg.spectra import (
     exact_eigh,
     numerical_rank,
 )
-from masc_fast.linalg.subspace_iteration import OVERSAMPLE, Step, judge, subspace_iteration
+from masc_fast.linalg.subspace_iteration import OVERSAMPLE, RitzRule, Step, subspace_iteration
 from masc_fast.probing.activation_store import LayerShards
 
 __all__ = ["STORED_METHODS", "StoredRows", "choose_stored_method", "fit_stored_class"]
@@ -109,19 +109,11 @@ def _randomized(
     )
     wanted = min(int(variance), rank_bound) if variance >= 1 else min(32, rank_bound)
     found = []
+    # never give up (max_fraction 1): there is no exact solver to fall back to
+    rule = RitzRule(dim, variance, tol, max_fraction=1.0)
 
     def decide(values, vectors, residuals, block):
-        verdict = judge(
-            values,
-            residuals,
-            block=block,
-            dim=dim,
-            variance=variance,
-            total=total,
-            rank_cap=rank_bound,
-            tol=tol,
-            max_fraction=1.0,  # never give up: there is no exact solver to fall back to
-        )
+        verdict = rule.verdict(values, residuals, block=block, total=total, rank_cap=rank_bound)
         if not (verdict.converged or operator.passes >= max_passes):
             return Step(verdict.next_block)
         if not verdict.converged:

@@ -1,4 +1,4 @@
-"""The paper's experiments on trained runs, as rows of the tidy results table (SPEC §5.5, §7.1).
+"""The MASC experiments on trained runs, as rows of the tidy results table (SPEC §5.5, §7.1).
 
 * ``exp1``: subspaces from the corrupted training labels the model was trained on, scored on
   the training set against the corrupted and the true labels, and on the test set.
@@ -18,11 +18,10 @@ where every BatchNorm normalised each sample on its own (:mod:`masc_fast.models.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import pandas as pd
 import torch
 
 from masc_fast._io import atomic_write_text
+from masc_fast.pipeline.experiments.settings import ProbeSettings
 from masc_fast.pipeline.results_table import RESULT_COLUMNS
 from masc_fast.pipeline.runs.loading import (
     checkpoint_epoch,
@@ -39,17 +39,12 @@ from masc_fast.pipeline.runs.loading import (
     resolve_device,
 )
 
-__all__ = ["EXPERIMENTS", "ProbeSettings", "probe_run", "run_cell", "run_experiment"]
+__all__ = ["MASC_EXPERIMENTS", "probe_run", "run_masc_experiment"]
 
 logger = logging.getLogger(__name__)
 
-#: The MASC probes of this module, then the analyses that live in their own modules:
-#: ``baselines`` (:mod:`masc_fast.pipeline.experiments.baselines`, SPEC §7.2) and the two retraining variants
-#: (:mod:`masc_fast.pipeline.experiments.retrain`, SPEC §6: ``retrain`` ≤ 30 epochs with early stopping,
-#: ``retrain-10`` 10 epochs; each with corrupted- and true-label relabels), so a sweep can
-#: run them all.
-PROBE_EXPERIMENTS = ("exp1", "exp2", "exp3", "random-init", "early-stop")
-EXPERIMENTS = (*PROBE_EXPERIMENTS, "baselines", "retrain", "retrain-10")
+#: The MASC probes of this module (the other experiments: :mod:`masc_fast.pipeline.experiments`).
+MASC_EXPERIMENTS = ("exp1", "exp2", "exp3", "random-init", "early-stop")
 
 #: Which checkpoint of a run each experiment probes, and which subspaces it reports.
 _CHECKPOINT = {
@@ -67,59 +62,6 @@ _SUBSPACES = {
     "early-stop": ("corrupted", "true"),
 }
 _CACHE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """How a run is probed.
-
-    Attributes
-    ----------
-    variance : float
-        Explained-variance threshold t (a whole number >= 1 = components per class); unused
-        when ``thresholds`` is set.
-    thresholds : tuple of float, optional
-        Score every threshold in it from one fit per class (:func:`masc_fast.probe`'s
-        ``thresholds``, e.g. :data:`masc_fast.probing.threshold_scoring.DEFAULT_THRESHOLDS`); the
-        MASC, ``components`` and ``class_components`` rows then come once per threshold.
-    batch_size : int
-        Rows per forward pass of the probe (does not change any result).
-    bn_train_mode : bool
-        Normalise every BatchNorm per sample, as the authors' train-mode, batch-1 extraction
-        did (changes ResNet-18 numbers; no effect on models without BatchNorm).
-    device, backend, memory_budget
-        Passed to :func:`masc_fast.probe`.
-    progress : bool
-        tqdm bars.
-    """
-
-    variance: float = 0.99
-    thresholds: tuple | None = None
-    batch_size: int = 512
-    bn_train_mode: bool = False
-    device: str | None = None
-    backend: str = "auto"
-    memory_budget: int | str | None = None
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.thresholds is not None:  # a TOML list or any iterable: validated, sorted tuple
-            from masc_fast.probing.threshold_scoring import check_thresholds
-
-            object.__setattr__(self, "thresholds", check_thresholds(self.thresholds))
-
-    def cache_key(self) -> str:
-        """What changes a probe's numbers (not the device, bars or batch size)."""
-        relevant = {"variance": self.variance, "bn_train_mode": self.bn_train_mode}
-        if self.thresholds is not None:  # absent otherwise, so single-threshold keys stay put
-            relevant = {"thresholds": list(self.thresholds), "bn_train_mode": self.bn_train_mode}
-        return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _check_experiment(experiment: str) -> str:
-    if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; expected one of {EXPERIMENTS}")
-    return experiment
 
 
 def probe_run(
@@ -257,21 +199,17 @@ def _tidy(table, components, model_accuracy, layer_seconds, subspaces, constants
     return rows[list(RESULT_COLUMNS) + extra].reset_index(drop=True)
 
 
-def run_experiment(
-    run_dir: str | Path,
-    experiment: str,
-    *,
-    p: float | None = None,
-    settings: ProbeSettings | None = None,
+def run_masc_experiment(
+    run_dir: Path, experiment: str, *, p: float | None, settings: ProbeSettings
 ) -> pd.DataFrame:
-    """One experiment on one training run, as tidy result rows.
+    """One MASC experiment (:data:`MASC_EXPERIMENTS`) on one training run, as tidy rows.
 
     Parameters
     ----------
     run_dir : path
         The training run (for ``exp3``: a run trained at p = 0).
     experiment : str
-        One of :data:`EXPERIMENTS`.
+        One of :data:`MASC_EXPERIMENTS`.
     p : float, optional
         ``exp3`` only: the post-hoc corruption degree, drawn with the run's noise recipe and
         seed. Other experiments use the run's own p (an explicit different p is an error).
@@ -290,14 +228,7 @@ def run_experiment(
     from masc_fast.data import dataset_info
     from masc_fast.data.corruption import noisy_labels
 
-    experiment = _check_experiment(experiment)
-    settings = settings or ProbeSettings()
-    run_dir = Path(run_dir)
     config = load_config(run_dir)
-    if experiment not in PROBE_EXPERIMENTS:
-        if p is not None and float(p) != float(config.p):
-            raise ValueError(f"{experiment} uses the run's own p = {config.p}, got p = {p}")
-        return _analysis(run_dir, experiment, settings)
     labels, tag = None, "run"
     if experiment == "exp3":
         if config.p != 0:
@@ -333,53 +264,3 @@ def run_experiment(
         "variance": settings.variance if settings.thresholds is None else float("nan"),
     }
     return _tidy(*tables, _SUBSPACES[experiment], constants)
-
-
-def _analysis(run_dir: Path, experiment: str, settings: ProbeSettings) -> pd.DataFrame:
-    """The baselines or one retraining variant of a run, with the probe's device and threshold."""
-    if experiment == "baselines":
-        from masc_fast.pipeline.experiments.baselines import run_baselines
-
-        return run_baselines(
-            run_dir,
-            device=settings.device,
-            progress=settings.progress,
-            bn_train_mode=settings.bn_train_mode,
-        )
-    from masc_fast.pipeline.experiments.retrain import retrain_run
-
-    return retrain_run(
-        run_dir,
-        variants=(experiment,),
-        variance=settings.variance,
-        device=settings.device,
-        resume=(run_dir / "retrain").exists(),
-        progress=settings.progress,
-        backend=settings.backend,
-        memory_budget=settings.memory_budget,
-    )
-
-
-def run_name(model: str, dataset: str, p: float, seed: int) -> str:
-    """Folder name of a training run in a sweep: ``mlp-digits-p0.2-s1``."""
-    return f"{model}-{dataset}-p{p:g}-s{seed}"
-
-
-def run_cell(cell, spec) -> pd.DataFrame:
-    """Train (or resume) the run a sweep cell needs, then run its experiment.
-
-    ``exp3`` cells train (or reuse) the p = 0 run of the same model, dataset and seed and
-    probe it with labels corrupted at the cell's p. Used by :func:`masc_fast.pipeline.sweeps.run.run_sweep`.
-    """
-    from masc_fast.pipeline.runs.train import RunConfig, train_run
-
-    train_p = 0.0 if cell.experiment == "exp3" else cell.p
-    config = RunConfig(
-        model=cell.model, dataset=cell.dataset, p=train_p, seed=cell.seed, **dict(spec.train)
-    )
-    run_dir = Path(spec.runs_dir) / run_name(cell.model, cell.dataset, train_p, cell.seed)
-    progress = bool(spec.probe.get("progress", True))
-    train_run(config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)
-    settings = ProbeSettings(**dict(spec.probe))
-    p = cell.p if cell.experiment == "exp3" else None
-    return run_experiment(run_dir, cell.experiment, p=p, settings=settings)

@@ -25,13 +25,15 @@ grid's :class:`Cell` s, or refuses it with a message naming the file and the key
 from __future__ import annotations
 
 import dataclasses
-import logging
 import numbers
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from masc_fast.pipeline.experiments import EXPERIMENTS, ProbeSettings
+from masc_fast.pipeline.runs.config import RunConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,7 +42,6 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 __all__ = ["Cell", "SweepSpec", "load_sweep"]
 
-logger = logging.getLogger(__name__)
 
 _SECTIONS = ("sweep", "train", "probe")
 _SWEEP_KEYS = ("out", "models", "datasets", "p", "seeds", "experiments", "format")
@@ -171,7 +172,6 @@ def _unique(values: list, key: str, where: _Where) -> tuple:
 
 
 def _experiments(value, key: str, where: _Where) -> tuple[str, ...]:
-    from masc_fast.pipeline.experiments.masc import EXPERIMENTS
 
     names = _names(value, key, where)
     unknown = [name for name in names if name not in EXPERIMENTS]
@@ -180,7 +180,7 @@ def _experiments(value, key: str, where: _Where) -> tuple[str, ...]:
     return names
 
 
-def _options(table, section: str, where: _Where, fields: Mapping[str, object] | None) -> dict:
+def _options(table, section: str, where: _Where, fields: Mapping[str, object]) -> dict:
     """A ``[train]`` / ``[probe]`` table, keys checked against ``fields`` (name → default)."""
     if not isinstance(table, dict):
         raise where.error(f"[{section}]", f"must be a table, got {type(table).__name__}")
@@ -190,8 +190,6 @@ def _options(table, section: str, where: _Where, fields: Mapping[str, object] | 
             raise where.error(name, "must be a value, not a table")
         if section == "train" and key in _CELL_FIELDS:
             raise where.error(name, f"is a grid axis; set it in [sweep] ({_plural(key)})")
-        if fields is None:
-            continue
         if key not in fields:
             raise where.error(name, f"unknown option; known: {sorted(fields)}")
         _check_like_default(value, fields[key], name, where)
@@ -220,17 +218,8 @@ def _check_like_default(value, default, name: str, where: _Where) -> None:
         raise where.error(name, f"must be {kind}, got {value!r}")
 
 
-def _dataclass_defaults(module: str, name: str) -> dict | None:
-    """``{field: default}`` of a dataclass in ``masc_fast.<module>``; None if not installed."""
-    import importlib
-
-    try:
-        cls = getattr(importlib.import_module(f"masc_fast.{module}"), name)
-    except ModuleNotFoundError as error:
-        if error.name != f"masc_fast.{module}":
-            raise
-        logger.info("masc_fast.%s is not available; options are not checked by name", module)
-        return None
+def _dataclass_defaults(cls) -> dict:
+    """``{field: default}`` of a dataclass (None for a field without one)."""
     defaults = {}
     for item in dataclasses.fields(cls):
         if item.default is not dataclasses.MISSING:
@@ -307,13 +296,13 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
             document.get("train", {}),
             "train",
             where,
-            _dataclass_defaults("run_config", "RunConfig"),
+            _dataclass_defaults(RunConfig),
         ),
         probe=_options(
             document.get("probe", {}),
             "probe",
             where,
-            _dataclass_defaults("experiments", "ProbeSettings"),
+            _dataclass_defaults(ProbeSettings),
         ),
         format=fmt,
         source=path,

@@ -84,7 +84,7 @@ def run_sweep(
     run_cell : callable ``(cell, spec) -> pandas.DataFrame``
         Trains and probes one cell and returns its rows in the results schema; the run
         columns (model, dataset, p, seed, experiment) may be left out and are filled from
-        the cell. The CLI passes :func:`masc_fast.pipeline.experiments.masc.run_cell`.
+        the cell. The CLI passes :func:`masc_fast.pipeline.sweeps.cells.run_cell`.
     progress : bool, default True
         A tqdm bar over the cells.
 
@@ -105,7 +105,7 @@ def run_sweep(
 
     Example
     -------
-    >>> from masc_fast.pipeline.experiments.masc import run_cell
+    >>> from masc_fast.pipeline.sweeps.cells import run_cell
     >>> table = run_sweep(load_sweep("grid.toml"), run_cell=run_cell)  # doctest: +SKIP
     """
     check_format(spec.format)  # a missing pyarrow fails before the first cell, not after it

@@ -1,0 +1,36 @@
+"""One sweep cell: train (or resume) the run it needs, then run its experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
+
+__all__ = ["run_cell", "run_name"]
+
+
+def run_name(model: str, dataset: str, p: float, seed: int) -> str:
+    """Folder name of a training run in a sweep: ``mlp-digits-p0.2-s1``."""
+    return f"{model}-{dataset}-p{p:g}-s{seed}"
+
+
+def run_cell(cell, spec) -> pd.DataFrame:
+    """Train (or resume) the run a sweep cell needs, then run its experiment.
+
+    ``exp3`` cells train (or reuse) the p = 0 run of the same model, dataset and seed and
+    probe it with labels corrupted at the cell's p. Used by :func:`masc_fast.pipeline.sweeps.run.run_sweep`.
+    """
+    from masc_fast.pipeline.runs.train import RunConfig, train_run
+
+    train_p = 0.0 if cell.experiment == "exp3" else cell.p
+    config = RunConfig(
+        model=cell.model, dataset=cell.dataset, p=train_p, seed=cell.seed, **dict(spec.train)
+    )
+    run_dir = Path(spec.runs_dir) / run_name(cell.model, cell.dataset, train_p, cell.seed)
+    progress = bool(spec.probe.get("progress", True))
+    train_run(config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)
+    settings = ProbeSettings(**dict(spec.probe))
+    p = cell.p if cell.experiment == "exp3" else None
+    return run_experiment(run_dir, cell.experiment, p=p, settings=settings)
