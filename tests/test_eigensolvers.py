@@ -207,3 +207,66 @@ def test_exact_eigh_is_descending_and_nonnegative():
 def test_class_eigh_unknown_method_raises():
     with pytest.raises(ValueError, match="'auto', 'exact' or 'partial'.*'fast'"):
         class_eigh(torch.eye(3, dtype=torch.float64), variance=0.9, count=3, method="fast")
+
+
+# ---------------------------------------------------------------- the subspace-iteration core
+
+
+def _known_spectrum(dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A symmetric matrix with eigenvalues 1, 1/2, 1/3, … in a random orthonormal basis."""
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64)).Q
+    values = 1.0 / torch.arange(1, dim + 1, dtype=torch.float64)
+    return basis @ torch.diag(values) @ basis.T, values
+
+
+def test_subspace_iteration_finds_the_leading_pairs_of_any_operator():
+    from masc_fast.linalg.subspace_iteration import DenseGram, Step, subspace_iteration
+
+    gram, values = _known_spectrum(60, 0)
+    widths, found = [], []
+
+    def decide(ritz_values, vectors, residuals, block):
+        widths.append(block)
+        if block < 12:
+            return Step(12)  # grow once
+        if bool((residuals[:4] <= 1e-9).all()):
+            found.append(ritz_values[:4])
+            return None
+        return Step(block)
+
+    operator = DenseGram(gram, torch.Generator().manual_seed(3))
+    assert subspace_iteration(operator, 6, decide, max_steps=200)
+    assert widths[:2] == [6, 12]
+    torch.testing.assert_close(found[0], values[:4], atol=1e-9, rtol=0)
+
+
+def test_subspace_iteration_reports_running_out_of_steps():
+    from masc_fast.linalg.subspace_iteration import DenseGram, Step, subspace_iteration
+
+    gram, _ = _known_spectrum(40, 1)
+    operator = DenseGram(gram, torch.Generator().manual_seed(0))
+    steps = []
+    assert not subspace_iteration(
+        operator, 4, lambda *args: steps.append(1) or Step(4), max_steps=3
+    )
+    assert len(steps) == 3
+
+
+def test_subspace_iteration_restricts_a_stack_to_the_rows_asked_for():
+    from masc_fast.linalg.subspace_iteration import StackedGrams, Step, subspace_iteration
+
+    grams = torch.stack([_known_spectrum(30, seed)[0] * (seed + 1) for seed in range(3)])
+    shapes, tops = [], []
+
+    def decide(values, vectors, residuals, block):
+        shapes.append(tuple(vectors.shape))
+        tops.append(values[:, 0].tolist())
+        return Step(block, rows=[2]) if len(shapes) == 1 else None
+
+    operator = StackedGrams(grams, torch.Generator().manual_seed(0))
+    assert subspace_iteration(operator, 5, decide, max_steps=10)
+    assert shapes == [(3, 30, 5), (1, 30, 5)]
+    # member k's top eigenvalue is k + 1, and Ritz values never exceed it: the one left is #2
+    assert all(top <= k + 1 + 1e-12 for k, top in enumerate(tops[0]))
+    assert 2 < tops[1][0] <= 3 + 1e-12

@@ -324,3 +324,110 @@ def test_accumulator_rejects_bad_sizes_and_dtype():
         TypeError, match="accumulation dtype must be float32 or float64, got torch.float16"
     ):
         GramAccumulator(2, 3, dtype=torch.float16)
+
+
+# ---------------------------------------------------------------- checks as on CUDA (deferred)
+
+
+@pytest.fixture
+def deferred_checks(monkeypatch):
+    """The probe's batch checks as they run on CUDA: each verdict stays on the device and is
+    read back at flushes, checkpoints and the end of each pass (here on the CPU)."""
+    from functools import partial
+
+    from masc_fast._validation import BatchChecks
+    from masc_fast.probing import fit_pass, score_pass
+
+    for module in (fit_pass, score_pass):
+        monkeypatch.setattr(module, "BatchChecks", partial(BatchChecks, defer=True))
+
+
+def _bad_label_batches(index, field, labels):
+    batches = _batches(y_true=True)
+    x, y, y_true = batches[index]
+    batches[index] = (x, labels, y_true) if field == "labels" else (x, y, labels)
+    return batches
+
+
+_DEFERRED_CASES = {
+    "nan": (
+        lambda: (_batches(nan_at=1), None, {}),
+        r"layer 'input', batch 1: activations contain NaN values in 1 of 6 rows "
+        r"\(first bad row 2\)",
+    ),
+    "inf": (
+        lambda: (_batches(inf_at=2), None, {}),
+        r"layer 'input', batch 2: activations contain Inf values in 1 of 6 rows "
+        r"\(first bad row 4\)",
+    ),
+    "hidden layer": (
+        lambda: (_batches(nan_at=1), None, {"layers": {"hidden": "2"}}),
+        r"layer 'hidden', batch 1: activations contain NaN",
+    ),
+    "evaluation split": (
+        lambda: (_batches(), {"test": _batches(nan_at=2)}, {"layers": ["input"]}),
+        r"layer 'input', batch 2: activations contain NaN",
+    ),
+    "label": (
+        lambda: (_bad_label_batches(1, "labels", torch.tensor([0, 1, 2, 7, 0, 1])), None, {}),
+        re.escape("batch 1: labels contain 7, outside [0, 3) (num_classes=3)"),
+    ),
+    "true label": (
+        lambda: (_bad_label_batches(2, "true", torch.tensor([0, -1, 2, 1, 0, 1])), None, {}),
+        re.escape("batch 2: true labels contain -1, outside [0, 3)"),
+    ),
+    "stored layer label": (
+        lambda: (
+            _bad_label_batches(1, "labels", torch.tensor([0, 1, 2, 9, 0, 1])),
+            None,
+            {"strategy": "stored"},
+        ),
+        re.escape("batch 1: labels contain 9, outside [0, 3)"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_DEFERRED_CASES))
+def test_deferred_batch_checks_raise_what_immediate_ones_do(case, deferred_checks):
+    build, match = _DEFERRED_CASES[case]
+    train, evals, options = build()
+    with pytest.raises(ValueError, match=match):
+        _probe(train, evals, **options)
+
+
+def test_deferred_checks_wait_for_read_back_and_raise_the_first_failure():
+    from masc_fast._validation import BatchChecks
+
+    checks = BatchChecks(defer=True)
+    good, bad = torch.ones(4, 3), torch.ones(4, 3)
+    bad[3, 0] = float("nan")
+    checks.activations(good, layer="fc1", batch=0, dim=3)
+    checks.activations(bad, layer="fc1", batch=1, dim=3)  # nothing raised yet
+    checks.labels(torch.tensor([0, 5, 1, 0]), 3, n=4, name="labels", batch=2)
+    with pytest.raises(ValueError, match=r"layer 'fc1', batch 1: activations contain NaN values"):
+        checks.raise_pending()
+    checks.raise_pending()  # read back once: nothing left
+    with pytest.raises(ValueError, match=r"layer 'fc1', batch 3: activations must be 2-D"):
+        checks.activations(torch.ones(4), layer="fc1", batch=3)  # metadata: at once
+
+
+def test_deferred_checks_read_back_by_themselves_past_max_pending():
+    from masc_fast._validation import BatchChecks
+
+    checks = BatchChecks(defer=True, max_pending=3)
+    checks.labels(torch.tensor([0, 4]), 3, n=2, name="labels", batch=0)
+    checks.labels(torch.tensor([0, 1]), 3, n=2, name="labels", batch=1)
+    with pytest.raises(ValueError, match=re.escape("batch 0: labels contain 4, outside [0, 3)")):
+        checks.labels(torch.tensor([1, 1]), 3, n=2, name="labels", batch=2)
+
+
+def test_accumulator_reads_back_before_each_flush():
+    calls = []
+    accumulator = GramAccumulator(2, 3)
+    accumulator.before_flush = lambda: calls.append(accumulator.counts.tolist())
+    accumulator.add_checked(torch.ones(4, 3), torch.tensor([0, 1, 0, 1]))
+    assert calls == [] and accumulator.counts.tolist() == [2, 2]  # staged, counted, not folded
+    accumulator.flush()
+    assert calls == [[2, 2]]
+    accumulator.flush()  # nothing staged: no read-back
+    assert calls == [[2, 2]]

@@ -507,3 +507,19 @@ def test_triton_ops_gram_update_matches_torch(triton_ops, kernel_device):
     triton_ops.gram_update(gram, x, y)
     torch_ops.gram_update(expected, x, y)
     torch.testing.assert_close(gram, expected, atol=0, rtol=0)
+
+
+def test_triton_backend_records_torch_for_the_gram_update_it_delegates(triton_ops, kernel_device):
+    from torch import nn
+
+    from masc_fast import GramAccumulator, probe
+    from masc_fast.backends import select_backend
+
+    assert select_backend("triton", kernel_device, op="gram_update") == "torch"
+    assert select_backend("triton", kernel_device, op="subspace_scores") == "triton"
+    assert GramAccumulator(3, 6, device=kernel_device, backend="triton").backend == "torch"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).to(kernel_device)
+    x, y = torch.randn(60, 6, device=kernel_device), torch.arange(60, device=kernel_device) % 3
+    result = probe(model, [(x, y)], backend="triton", progress=False)
+    assert result.backend == "gram_update=torch, subspace_scores=triton"

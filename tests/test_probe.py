@@ -281,6 +281,21 @@ def test_batch_split_does_not_change_the_result(result, data):
     )
 
 
+def test_deferred_batch_checks_do_not_change_the_result(result, data, monkeypatch):
+    # What CUDA runs (verdicts read back at flushes and pass ends), here on the CPU.
+    from functools import partial
+
+    from masc_fast._validation import BatchChecks
+    from masc_fast.probing import fit_pass, score_pass
+
+    for module in (fit_pass, score_pass):
+        monkeypatch.setattr(module, "BatchChecks", partial(BatchChecks, defer=True))
+    deferred = _run(data)
+    columns = ["layer", "subspaces", "split", "labels", "n", "components", "accuracy"]
+    assert deferred.table[columns].equals(result.table[columns])
+    assert deferred.table["zero_rows"].equals(result.table["zero_rows"])
+
+
 def test_input_layer_only(data):
     only = _run(data, layers=["input"])
     assert only.layers == ["input"]

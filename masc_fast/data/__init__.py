@@ -6,6 +6,8 @@ preprocessed float32 inputs. Label noise lives in :mod:`masc_fast.data.corruptio
 """
 
 from masc_fast.data.catalog import DATASET_NAMES, DatasetInfo, dataset_info
+from masc_fast.data.corruption import corrupt_labels, noisy_labels
+from masc_fast.data.in_memory import labelled_loader, load_digits_split, load_mnist1d
 from masc_fast.data.loader import BatchLoader
 from masc_fast.data.sources import load_dataset
 from masc_fast.data.splits import LabelledSplit
@@ -15,6 +17,11 @@ __all__ = [
     "BatchLoader",
     "DatasetInfo",
     "LabelledSplit",
+    "corrupt_labels",
     "dataset_info",
+    "labelled_loader",
     "load_dataset",
+    "load_digits_split",
+    "load_mnist1d",
+    "noisy_labels",
 ]

@@ -204,16 +204,9 @@ def run_masc_experiment(
 ) -> pd.DataFrame:
     """One MASC experiment (:data:`MASC_EXPERIMENTS`) on one training run, as tidy rows.
 
-    Parameters
-    ----------
-    run_dir : path
-        The training run (for ``exp3``: a run trained at p = 0).
-    experiment : str
-        One of :data:`MASC_EXPERIMENTS`.
-    p : float, optional
-        ``exp3`` only: the post-hoc corruption degree, drawn with the run's noise recipe and
-        seed. Other experiments use the run's own p (an explicit different p is an error).
-    settings : ProbeSettings, optional
+    What :func:`masc_fast.pipeline.experiments.run_experiment` runs for these names (its
+    parameters): ``p`` is ``exp3``'s post-hoc corruption degree, drawn with the run's noise
+    recipe and seed; the others take the run's own p.
 
     Returns
     -------

@@ -33,6 +33,12 @@ class _SklearnProbe:
     """A scikit-learn estimator with its defaults, on float64 NumPy copies of the rows.
 
     Subclasses define ``_estimator()``, returning the unfitted estimator.
+
+    Attributes
+    ----------
+    estimator_ : the fitted scikit-learn estimator
+    classes_ : numpy.ndarray
+    n_features_in_ : int
     """
 
     def fit(self, x, y):
@@ -54,12 +60,6 @@ class LDAProbe(_SklearnProbe):
     SVD solver, no shrinkage, empirical priors (SPEC §7.2). The data are copied to float64
     on the CPU: memory ``8 n D`` bytes, time ``O(n D²)`` for the SVD.
 
-    Attributes
-    ----------
-    estimator_ : LinearDiscriminantAnalysis
-    classes_ : numpy.ndarray
-    n_features_in_ : int
-
     Example
     -------
     >>> x = np.random.default_rng(0).normal(size=(60, 3)); y = (x[:, 0] > 0).astype(int)
@@ -79,12 +79,6 @@ class QDAProbe(_SklearnProbe):
     ``reg_param=0`` (SPEC §7.2). scikit-learn raises ``LinAlgError`` when a class covariance
     is singular (for example a class with no more rows than features, or a dead ReLU unit);
     that error is passed on.
-
-    Attributes
-    ----------
-    estimator_ : QuadraticDiscriminantAnalysis
-    classes_ : numpy.ndarray
-    n_features_in_ : int
 
     Example
     -------
