@@ -67,7 +67,9 @@ def test_a_resumed_loop_ends_where_an_uninterrupted_one_does(tmp_path):
     loop.finish()
 
     _, killed, run_killed = _job(straight, fail_at=4)
-    killed.start([{"epoch": 0, "loss": float("nan"), "best": None}], {"best": None, "best_epoch": 0})
+    killed.start(
+        [{"epoch": 0, "loss": float("nan"), "best": None}], {"best": None, "best_epoch": 0}
+    )
     with pytest.raises(Interrupted):
         run_killed()
     assert killed.epoch == 3 and checkpoint_metadata(straight / "last.safetensors")["epoch"] == 3
