@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +10,7 @@ import triton
 
 __all__ = [
     "EPILOGUE_MAX_CLASSES",
+    "TUNED_BLOCKS",
     "FLOAT_DTYPES",
     "PRECISIONS",
     "FusedBlocks",
@@ -49,13 +51,21 @@ _CUDA_BLOCKS = {
     "bf16": FusedBlocks(128, 64, 32),
     "float64": FusedBlocks(64, 32, 16, num_stages=2),
 }
+# Winners of the block-size sweep of bench/gpu_check.py, per GPU (torch.cuda.get_device_name)
+# and per precision (or "float64"): (block_m, block_r, block_d, group_m, num_warps, num_stages).
+# A GPU not listed gets _CUDA_BLOCKS. Filled from a GPU run's gpu_check-*.json ("block_sweep");
+# no GPU has run the sweep yet.
+TUNED_BLOCKS: dict[str, dict[str, tuple[int, int, int, int, int, int]]] = {}
 # The interpreter runs each program as NumPy calls, so a few large tiles are fastest; 32 keeps
 # the small test shapes spanning several tiles in every direction. tl.dot needs >= 16.
 _INTERPRETER_BLOCKS = FusedBlocks(32, 32, 32, group_m=2)
 
 # The epilogue holds a BLOCK_M x BLOCK_K tile of float64 energies: 2048 values over 4 warps are
-# 16 per thread.
+# 16 per thread. Its rows are also capped at 128, because the ||x||^2 loop holds a BLOCK_M x
+# BLOCK_D tile of x: uncapped, K = 1 gave 2048 x 64 float64 values per program, which ptxas took
+# 8 minutes to compile for sm_90 (tests/test_kernels_aot.py; 128 x 64 compiles in seconds).
 _EPILOGUE_ELEMENTS = 2048
+_EPILOGUE_MAX_ROWS = 128
 _EPILOGUE_BLOCK_D = 64
 # The epilogue holds all K classes of its rows in one tile (BLOCK_K = next power of two >= K):
 # at K = 4096 that is one row of 4096 float64 energies per program, 32 per thread at 4 warps;
@@ -63,14 +73,24 @@ _EPILOGUE_BLOCK_D = 64
 EPILOGUE_MAX_CLASSES = 4096
 
 
+@functools.cache
+def _gpu_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
 def fused_blocks(precision: str, dtype: torch.dtype, device: torch.device) -> FusedBlocks:
-    """Tile shape for the energies kernel: per precision on CUDA, one shape when interpreted."""
+    """Tile shape for the energies kernel: the sweep's winner for this GPU and precision
+    (:data:`TUNED_BLOCKS`), else the provisional shape; one shape when interpreted."""
     if device.type != "cuda":
         return _INTERPRETER_BLOCKS
-    return _CUDA_BLOCKS["float64" if dtype == torch.float64 else precision]
+    key = "float64" if dtype == torch.float64 else precision
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    tuned = TUNED_BLOCKS.get(_gpu_name(index), {}).get(key)
+    return FusedBlocks(*tuned) if tuned is not None else _CUDA_BLOCKS[key]
 
 
 def epilogue_blocks(num_classes: int) -> tuple[int, int, int]:
     """``(BLOCK_M, BLOCK_K, BLOCK_D)`` for the scores epilogue: all K classes in one tile."""
     block_k = triton.next_power_of_2(max(1, num_classes))
-    return max(1, _EPILOGUE_ELEMENTS // block_k), block_k, _EPILOGUE_BLOCK_D
+    block_m = max(1, min(_EPILOGUE_MAX_ROWS, _EPILOGUE_ELEMENTS // block_k))
+    return block_m, block_k, _EPILOGUE_BLOCK_D

@@ -133,13 +133,21 @@ def _class_energies_kernel(
             a16 = a.to(tl.bfloat16)
             b16 = b.to(tl.bfloat16)
             if BF16_DOT:
-                acc = tl.dot(a16, b16, acc)
+                acc = tl.dot(a16, b16, acc, out_dtype=ACC_DTYPE)
             else:
                 # Interpreter only: its tl.dot on bfloat16 operands is wrong (triton 3.9).
                 # Products of bfloat16 values are exact in float32, so this is the same sum.
-                acc = tl.dot(a16.to(tl.float32), b16.to(tl.float32), acc, input_precision="ieee")
+                acc = tl.dot(
+                    a16.to(tl.float32),
+                    b16.to(tl.float32),
+                    acc,
+                    input_precision="ieee",
+                    out_dtype=ACC_DTYPE,
+                )
         else:
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            # out_dtype names the accumulator's type: triton 3.6 (the GPU image's) does not take
+            # it from acc and rejects a float64 acc without it.
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
 
     squares = acc * acc
     # other=-1 matches no class, so padded columns join no segment.
