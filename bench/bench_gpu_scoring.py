@@ -20,12 +20,10 @@ Agreement: fraction of predictions equal to the float64 torch path's.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
-from _gpu import DEVICE, INTERPRET, SKIP_REASON
+from _gpu import DEVICE, INTERPRET, SKIP_REASON, scoring_case
 
 from masc_fast.backends.torch_ops import precision_product
 
@@ -53,22 +51,7 @@ def _case(shape: str):
     """Rows near the class subspaces (plus noise), orthonormal bases, offsets; one at a time."""
     if shape not in _CASES:
         _CASES.clear()
-        n, d, k, r = SHAPES[shape]
-        generator = torch.Generator(device=DEVICE).manual_seed(0)
-        bases = torch.linalg.qr(torch.randn(k, d, r, device=DEVICE, generator=generator)).Q
-        labels = torch.randint(0, k, (n,), device=DEVICE, generator=generator)
-        coefficients = torch.randn(n, r, device=DEVICE, generator=generator)
-        x = torch.einsum("ndr,nr->nd", bases[labels], coefficients) if n * d * r < 2**31 else None
-        if x is None:  # build in chunks to bound the (n, d, r) temporary
-            x = torch.empty(n, d, device=DEVICE)
-            for start in range(0, n, 2048):
-                stop = min(n, start + 2048)
-                x[start:stop] = torch.einsum(
-                    "ndr,nr->nd", bases[labels[start:stop]], coefficients[start:stop]
-                )
-        x += 0.5 * torch.randn(n, d, device=DEVICE, generator=generator) / math.sqrt(d / r)
-        basis = bases.permute(1, 0, 2).reshape(d, k * r).contiguous()
-        offsets = torch.arange(0, k * r + 1, r, dtype=torch.int64)
+        x, basis, offsets = scoring_case(*SHAPES[shape], DEVICE)
         expected = _torch_scores(x.double(), basis.double(), offsets)[1].cpu()
         _CASES[shape] = (x, basis, offsets, expected)
     return _CASES[shape]

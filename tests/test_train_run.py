@@ -317,6 +317,30 @@ def test_train_run_rejects_amp_without_cuda(small_model, tmp_path):
         _run(_config(max_epochs=1, amp=True, device="cpu"), tmp_path / "run")
 
 
+def test_train_run_on_cuda_with_amp_resumes_to_the_same_weights(small_model, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    config = _config(max_epochs=3, amp=True, device="cuda")
+    reference = _run(config, tmp_path / "whole")
+    assert reference.device.startswith("cuda") and reference.epochs == 3
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(row):
+        if row["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _run(config, tmp_path / "cut", on_epoch=interrupt)
+    resumed = _run(config, tmp_path / "cut", resume=True)
+    _assert_same_tensors(
+        tmp_path / "whole/checkpoints/final.safetensors",
+        tmp_path / "cut/checkpoints/final.safetensors",
+    )
+    assert {**resumed.to_dict(), "seconds": 0} == {**reference.to_dict(), "seconds": 0}
+
+
 def test_train_run_with_the_paper_mlp(tmp_path):
     """No seam: build_model's full MLP (5.4 M weights less the MNIST input), one epoch."""
     summary = _run(_config(p=0.0, max_epochs=1), tmp_path / "run")
