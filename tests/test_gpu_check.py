@@ -59,7 +59,7 @@ def test_a_failing_crashing_or_hanging_part_is_recorded_and_the_rest_still_run(t
     faults = "environment:raise,fitting:crash,streaming:hang"
     done = subprocess.run(
         [sys.executable, str(BENCH / "gpu_check.py"), "--smoke", "--out", str(tmp_path),
-         "--limit", "20", "--parts", "environment", "fitting", "streaming", "scoring"],
+         "--limit", "12", "--parts", "environment", "fitting", "streaming", "scoring"],
         capture_output=True, text=True, timeout=SMOKE_SECONDS,
         env={**os.environ, "MASC_FAST_GPU_CHECK_FAULT": faults},
     )  # fmt: skip
@@ -73,8 +73,8 @@ def test_a_failing_crashing_or_hanging_part_is_recorded_and_the_rest_still_run(t
     )
     assert parts["streaming"] == {
         "status": "fail",
-        "seconds": 20.0,
-        "error": "over its 20.0 s limit",
+        "seconds": 12.0,
+        "error": "over its 12.0 s limit",
     }
     assert parts["scoring"]["status"] == "ok"
     assert "failed: environment, fitting, streaming" in done.stdout
