@@ -254,19 +254,24 @@ def test_train_run_resume_refuses_another_config(small_model, tmp_path):
     _run(_config(max_epochs=1, device="cpu"), tmp_path / "run", resume=True)
 
 
+class Stop(Exception):
+    """Stands in for a kill right after an epoch is committed."""
+
+
+def _stop_after(epoch: int):
+    def interrupt(row):
+        if row["epoch"] == epoch:
+            raise Stop
+
+    return interrupt
+
+
 def test_train_run_resume_after_an_interrupt_matches_uninterrupted(small_model, tmp_path):
     config = _config(max_epochs=4, checkpoint_every=2)
     reference = _run(config, tmp_path / "whole")
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(row):
-        if row["epoch"] == 2:
-            raise Stop
-
     with pytest.raises(Stop):
-        _run(config, tmp_path / "cut", on_epoch=interrupt)
+        _run(config, tmp_path / "cut", on_epoch=_stop_after(2))
     # Pretend the kill came right after last.safetensors: derived files are rebuilt on resume.
     for name in ("best.safetensors", "epoch_0002.safetensors"):
         (tmp_path / "cut" / "checkpoints" / name).unlink(missing_ok=True)
@@ -324,15 +329,8 @@ def test_train_run_on_cuda_with_amp_resumes_to_the_same_weights(small_model, tmp
     reference = _run(config, tmp_path / "whole")
     assert reference.device.startswith("cuda") and reference.epochs == 3
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(row):
-        if row["epoch"] == 2:
-            raise Stop
-
     with pytest.raises(Stop):
-        _run(config, tmp_path / "cut", on_epoch=interrupt)
+        _run(config, tmp_path / "cut", on_epoch=_stop_after(2))
     resumed = _run(config, tmp_path / "cut", resume=True)
     _assert_same_tensors(
         tmp_path / "whole/checkpoints/final.safetensors",
