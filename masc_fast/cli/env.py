@@ -1,4 +1,4 @@
-"""``masc-fast env``: versions, and which backends can run here and why not."""
+"""``masc-fast env``: versions, which backends can run here and why not, the datasets found."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ import argparse
 import platform
 from importlib import metadata
 
+from masc_fast.cli import options
+
 __all__ = ["register", "run"]
 
 
 def register(commands) -> argparse.ArgumentParser:
     """Add the ``env`` sub-command to an argparse sub-parsers object."""
-    parser = commands.add_parser("env", help="versions and which backends can run, and why not")
+    parser = commands.add_parser(
+        "env", help="versions, which backends can run (and why not), the real datasets found"
+    )
+    options.add_data_root(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -29,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from masc_fast import __version__
     from masc_fast.backends import available, cpp_ops
+    from masc_fast.data import find_datasets
 
     print(f"masc_fast {__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")
@@ -43,4 +49,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {'yes' if usable else 'no: ' + reason}")
     if status["cpp"][0]:
         print(f"cpp kernels    {cpp_ops.describe()}")
+    roots = [args.data_root] if args.data_root else []
+    found = find_datasets(roots)
+    print("datasets:" + ("" if found else " none found (looked in --data-root, "
+                         "MASC_FAST_DATA_ROOT, /usr/share/datasets and ./data)"))  # fmt: skip
+    for name, folder, how in found:
+        print(f"  {name:<14} {folder} ({how})")
     return 0

@@ -9,7 +9,7 @@ from masc_fast.data.catalog import DATASET_NAMES, DatasetInfo, dataset_info
 from masc_fast.data.corruption import corrupt_labels, noisy_labels
 from masc_fast.data.in_memory import labelled_loader, load_digits_split, load_mnist1d
 from masc_fast.data.loader import BatchLoader
-from masc_fast.data.sources import load_dataset
+from masc_fast.data.sources import find_datasets, load_dataset
 from masc_fast.data.splits import LabelledSplit
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "LabelledSplit",
     "corrupt_labels",
     "dataset_info",
+    "find_datasets",
     "labelled_loader",
     "load_dataset",
     "load_digits_split",

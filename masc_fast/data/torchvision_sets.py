@@ -41,11 +41,22 @@ def _is_mnist_family(name: str) -> bool:
     return name in ("mnist", "fashion-mnist")
 
 
-def layout(name: str) -> str:
-    """The folder torchvision expects under the data root, e.g. ``"MNIST/raw/"``."""
+def _torchvision_folder(name: str) -> str:
     if _is_mnist_family(name):
         return f"{TORCHVISION_CLASSES[name]}/raw/"
     return f"{_dataset_class(name).base_folder}/"
+
+
+def layout(name: str) -> str:
+    """The folder the data root holds, e.g. ``"MNIST/raw/"`` (torchvision's layout; for the
+    MNIST family also its idx files in ``<name>/``, as Debian packages them)."""
+    if _is_mnist_family(name):
+        return (
+            f"{_torchvision_folder(name)} (torchvision's layout) or {name}/ (the four idx "
+            f"files, gzipped or not, as Debian's dataset-{name} package installs them under "
+            f"/usr/share/datasets)"
+        )
+    return _torchvision_folder(name)
 
 
 def expected_files(name: str, root: Path) -> list[Path]:
@@ -127,7 +138,8 @@ def load_torchvision(name: str, root: Path, *, download: bool = False):
         test = cls(str(root), train=False, download=False)
     except RuntimeError as error:  # torchvision's "not found or corrupted"
         raise RuntimeError(
-            f"torchvision could not read dataset {name!r} under {root / layout(name)}: {error}"
+            f"torchvision could not read dataset {name!r} under {root / _torchvision_folder(name)}: "
+            f"{error}"
         ) from error
     logger.debug("loaded %s from %s", name, root)
     return _as_split(name, "train", train), _as_split(name, "test", test)
