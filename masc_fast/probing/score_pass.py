@@ -27,7 +27,7 @@ class ScoreOutcome:
     """What the scoring passes counted."""
 
     counter: Counter  # (layer, label set, split, labels scored against, threshold) -> counts
-    zero_rows: dict  # (layer, split) -> all-zero rows
+    zero_rows: dict  # (layer, split) -> all-zero rows (device sums until the passes end)
     backends: set  # backends that scored a batch
     # (layer, label set, split) -> seconds of scoring
     inference_seconds: dict = field(default_factory=dict)
@@ -62,16 +62,15 @@ class ScorePass:
     def run(self, splits: dict, model_counter: Counter, clock: PhaseClock, *, progress: bool):
         """Score every split; the model's own test accuracy goes into ``model_counter``."""
         outcome = ScoreOutcome(Counter(), {}, set(), self.timer.seconds)
-        zero_rows = {}
         for split, loader in splits.items():
             bar = tqdm(
                 desc=f"probe: score {split}", unit="rows", unit_scale=True, disable=not progress
             )
             for index, batch in enumerate(loader):
-                self._batch(split, index, batch, outcome, zero_rows, model_counter, clock, bar)
+                self._batch(split, index, batch, outcome, model_counter, clock, bar)
             bar.close()
             self.checks.raise_pending()
-        outcome.zero_rows = {key: int(count) for key, count in zero_rows.items()}
+        outcome.zero_rows = {key: int(count) for key, count in outcome.zero_rows.items()}
         return outcome
 
     def _labels(self, split, index, y, y_true, n):
@@ -83,7 +82,7 @@ class ScorePass:
             label_sets[TRUE] = labels_of(checks, y_true, classes, n, index, "true labels", device)
         return label_sets
 
-    def _batch(self, split, index, batch, outcome, zero_rows, model_counter, clock, bar):
+    def _batch(self, split, index, batch, outcome, model_counter, clock, bar):
         x, y, y_true = unpack(batch, index, train=split == "train")
         with clock.phase("forward"):
             output, activations = self.tap.forward(as_tensor(x, "x", device=self.device))
@@ -95,7 +94,7 @@ class ScorePass:
         for layer, act in activations.items():
             self.checks.activations(act, layer=layer, batch=index, dim=self.dims.get(layer))
             zero = (~act.any(dim=1)).sum()
-            zero_rows[(layer, split)] = zero_rows.get((layer, split), 0) + zero
+            outcome.zero_rows[(layer, split)] = outcome.zero_rows.get((layer, split), 0) + zero
         with clock.phase("scoring"):
             for (layer, fitted_on), fitted in self.subspaces.items():
                 bar.set_postfix_str(f"layer {layer}", refresh=False)
