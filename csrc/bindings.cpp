@@ -81,7 +81,8 @@ void check_threads(int threads) {
 
 template <typename T>
 py::tuple subspace_scores_typed(const py::array& x, const py::array& basis,
-                                const py::array& offsets, int64_t block_rows, int threads) {
+                                const py::array& offsets, const uint8_t* flags,
+                                int64_t block_rows, int threads) {
   const int64_t n = x.shape(0), d = x.shape(1), R = basis.shape(1);
   const int64_t k = offsets.shape(0) - 1;
   py::array_t<T> scores(std::vector<py::ssize_t>{n, k});
@@ -93,14 +94,14 @@ py::tuple subspace_scores_typed(const py::array& x, const py::array& basis,
   int64_t* pred_ptr = pred.mutable_data();
   {
     py::gil_scoped_release release;
-    masc_fast::subspace_scores_cpu<T>(x_ptr, n, d, basis_ptr, R, off, k, block_rows, threads,
-                                      scores_ptr, pred_ptr);
+    masc_fast::subspace_scores_cpu<T>(x_ptr, n, d, basis_ptr, R, off, flags, k, block_rows,
+                                      threads, scores_ptr, pred_ptr);
   }
   return py::make_tuple(scores, pred);
 }
 
 py::tuple subspace_scores(const py::array& x, const py::array& basis, const py::array& offsets,
-                          int64_t block_rows, int threads) {
+                          int64_t block_rows, int threads, const py::object& complement) {
   if (!is_float(x)) type_error("x must be float32 or float64, got " + dtype_name(x));
   if (!basis.dtype().is(x.dtype())) {
     type_error("basis dtype " + dtype_name(basis) + " differs from x dtype " + dtype_name(x));
@@ -112,13 +113,32 @@ py::tuple subspace_scores(const py::array& x, const py::array& basis, const py::
                                                 shape_of(basis));
   MASC_CHECK(x.shape(1) >= 1, "x must have at least one column, got shape " + shape_of(x));
   check_offsets(offsets, basis.shape(1));
+  // No flags: every class is scored directly (one zero byte per class).
+  std::vector<uint8_t> no_flags(static_cast<size_t>(offsets.shape(0) - 1), 0);
+  const uint8_t* flags = no_flags.data();
+  if (!complement.is_none()) {
+    if (!py::isinstance<py::array>(complement)) {
+      type_error("complement must be a numpy array of uint8 or bool, or None");
+    }
+    const py::array array = complement.cast<py::array>();
+    if (!has_dtype<uint8_t>(array) && !has_dtype<bool>(array)) {
+      type_error("complement must be uint8 or bool, got " + dtype_name(array));
+    }
+    check_layout(array, "complement", 1);
+    MASC_CHECK(array.shape(0) == offsets.shape(0) - 1,
+               "complement must have one entry per class (" +
+                   std::to_string(offsets.shape(0) - 1) + "), got shape " + shape_of(array));
+    flags = static_cast<const uint8_t*>(array.data());
+  }
   MASC_CHECK(block_rows >= 1, "block_rows must be >= 1, got " + std::to_string(block_rows));
   check_threads(threads);
   check_blas_size(x.shape(1), "x.shape[1] (d)");
   check_blas_size(basis.shape(1), "basis.shape[1] (R)");
   check_blas_size(block_rows, "block_rows");
-  if (has_dtype<float>(x)) return subspace_scores_typed<float>(x, basis, offsets, block_rows, threads);
-  return subspace_scores_typed<double>(x, basis, offsets, block_rows, threads);
+  if (has_dtype<float>(x)) {
+    return subspace_scores_typed<float>(x, basis, offsets, flags, block_rows, threads);
+  }
+  return subspace_scores_typed<double>(x, basis, offsets, flags, block_rows, threads);
 }
 
 template <typename TX, typename TG>
@@ -191,14 +211,16 @@ void load_blas() {
 }
 
 constexpr const char* kSubspaceScoresDoc = R"doc(
-subspace_scores(x, basis, offsets, block_rows, threads) -> (scores, pred)
+subspace_scores(x, basis, offsets, block_rows, threads, complement=None) -> (scores, pred)
 
-Fused MASC scoring: scores[i, c] = min(||U_c^T x_i||^2 / ||x_i||^2, 1) (0 for a zero row or an
-absent class) and pred[i] = first present class with the largest score, -1 if none is present.
+Fused MASC scoring: scores[i, c] = min(||U_c^T x_i||^2 / ||x_i||^2, 1), or, where complement[c],
+1 - ||W_c^T x_i||^2 / ||x_i||^2 with W_c the class's columns, clamped to [0, 1] (0 for a zero row
+or an absent class: empty segment, no flag) and pred[i] = first present class with the largest
+score, -1 if none is present.
 One BLAS GEMM per block of block_rows rows into a per-thread tile; never n x R memory.
 
 x: (n, d) float32/float64; basis: (d, R) same dtype; offsets: (k + 1,) int64 with
-offsets[0] = 0, offsets[-1] = R, non-decreasing. All c-contiguous, nothing is converted.
+offsets[0] = 0, offsets[-1] = R, non-decreasing; complement: None or (k,) uint8 or bool. All c-contiguous, nothing is converted.
 Returns scores (n, k) of x's dtype and pred (n,) int64. TypeError for a wrong dtype,
 ValueError for a wrong layout, shape or offsets. Limit the BLAS pool to one thread around the
 call (masc_fast.backends.cpp_ops does).
@@ -225,7 +247,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("subspace_scores", &subspace_scores, py::arg("x").noconvert(),
         py::arg("basis").noconvert(), py::arg("offsets").noconvert(), py::arg("block_rows"),
-        py::arg("threads"), kSubspaceScoresDoc);
+        py::arg("threads"), py::arg("complement") = py::none(), kSubspaceScoresDoc);
   m.def("gram_update", &gram_update, py::arg("gram").noconvert(), py::arg("x").noconvert(),
         py::arg("labels").noconvert(), py::arg("bucket_rows"), py::arg("block_cols"),
         py::arg("threads"), kGramUpdateDoc);

@@ -25,17 +25,18 @@ double sum_of_squares(const T* values, int64_t count) {
 
 // Scores and prediction of one row from its projection (R values) and ||x||^2.
 template <typename T>
-void score_row(const T* proj, double sq_norm, const int64_t* offsets, int64_t k, T* scores,
-               int64_t* pred) {
+void score_row(const T* proj, double sq_norm, const int64_t* offsets, const uint8_t* complement,
+               int64_t k, T* scores, int64_t* pred) {
   int64_t best = -1;
   T best_score = T(0);
   for (int64_t c = 0; c < k; ++c) {
     const int64_t begin = offsets[c];
     const int64_t end = offsets[c + 1];
     const double energy = sum_of_squares(proj + begin, end - begin);
-    const T score = sq_norm > 0.0 ? static_cast<T>(std::min(energy / sq_norm, 1.0)) : T(0);
+    const double ratio = complement[c] ? 1.0 - energy / sq_norm : energy / sq_norm;
+    const T score = sq_norm > 0.0 ? static_cast<T>(std::min(std::max(ratio, 0.0), 1.0)) : T(0);
     scores[c] = score;
-    if (end > begin && (best < 0 || score > best_score)) {
+    if ((end > begin || complement[c]) && (best < 0 || score > best_score)) {
       best = c;
       best_score = score;
     }
@@ -47,8 +48,8 @@ void score_row(const T* proj, double sq_norm, const int64_t* offsets, int64_t k,
 
 template <typename T>
 void subspace_scores_cpu(const T* x, int64_t n, int64_t d, const T* basis, int64_t R,
-                         const int64_t* offsets, int64_t k, int64_t block_rows, int threads,
-                         T* scores, int64_t* pred) {
+                         const int64_t* offsets, const uint8_t* complement, int64_t k,
+                         int64_t block_rows, int threads, T* scores, int64_t* pred) {
   if (n == 0) return;
   const int workers = worker_count(threads);
   const int64_t blocks = (n + block_rows - 1) / block_rows;
@@ -69,16 +70,17 @@ void subspace_scores_cpu(const T* x, int64_t n, int64_t d, const T* basis, int64
     }
     for (int64_t i = 0; i < rows; ++i) {
       const double sq_norm = sum_of_squares(x_block + i * d, d);
-      score_row(tile + i * R, sq_norm, offsets, k, scores + (first + i) * k, pred + first + i);
+      score_row(tile + i * R, sq_norm, offsets, complement, k, scores + (first + i) * k,
+                pred + first + i);
     }
   }
 }
 
 template void subspace_scores_cpu<float>(const float*, int64_t, int64_t, const float*, int64_t,
-                                         const int64_t*, int64_t, int64_t, int, float*,
-                                         int64_t*);
+                                         const int64_t*, const uint8_t*, int64_t, int64_t, int,
+                                         float*, int64_t*);
 template void subspace_scores_cpu<double>(const double*, int64_t, int64_t, const double*, int64_t,
-                                          const int64_t*, int64_t, int64_t, int, double*,
-                                          int64_t*);
+                                          const int64_t*, const uint8_t*, int64_t, int64_t, int,
+                                          double*, int64_t*);
 
 }  // namespace masc_fast

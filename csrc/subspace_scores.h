@@ -7,15 +7,20 @@
 //   basis    d x R   the concatenated class bases U = [U_1 .. U_k]; class c owns columns
 //                    offsets[c] .. offsets[c+1]-1.
 //   offsets  k + 1   int64, non-decreasing, offsets[0] = 0, offsets[k] = R.
+//   complement k     uint8, 0 or 1: 1 when class c's columns hold the complement W_c of its
+//                    subspace (the d - r_c trailing eigenvectors), scored as 1 - ||W_c^T x||^2
+//                    / ||x||^2 (cheaper when r_c > d/2).
 // Outputs:
 //   scores   n x k   dtype T.   pred   n   int64.
 //
 // For each row i and class c:
 //   energy      = sum_{j in class c} (x_i . U[:, j])^2            (summed in double)
-//   scores[i,c] = min(energy / ||x_i||^2, 1)  if ||x_i||^2 > 0 (||x_i||^2 summed in double)
-//               = 0                           otherwise (a zero row scores 0; never NaN)
+//   ratio       = energy / ||x_i||^2, or 1 - energy / ||x_i||^2 where complement[c]
+//   scores[i,c] = min(max(ratio, 0), 1) if ||x_i||^2 > 0 (||x_i||^2 summed in double)
+//               = 0                     otherwise (a zero row scores 0; never NaN)
 // The clamp absorbs rounding: for orthonormal U_c the exact energy never exceeds ||x_i||^2.
-// A class with an empty segment is absent: score 0, never predicted.
+// A class with an empty segment and no complement flag is absent: score 0, never predicted
+// (an empty segment with the flag is the whole space: every nonzero row scores 1).
 //   pred[i] = the present class with the largest scores[i, c] compared as stored in T, ties to
 //             the lowest index (strict '>' scanning c upwards); -1 when no class is present.
 //
@@ -35,14 +40,14 @@ namespace masc_fast {
 
 template <typename T>
 void subspace_scores_cpu(const T* x, int64_t n, int64_t d, const T* basis, int64_t R,
-                         const int64_t* offsets, int64_t k, int64_t block_rows, int threads,
-                         T* scores, int64_t* pred);
+                         const int64_t* offsets, const uint8_t* complement, int64_t k,
+                         int64_t block_rows, int threads, T* scores, int64_t* pred);
 
 extern template void subspace_scores_cpu<float>(const float*, int64_t, int64_t, const float*,
-                                                int64_t, const int64_t*, int64_t, int64_t, int,
-                                                float*, int64_t*);
+                                                int64_t, const int64_t*, const uint8_t*, int64_t,
+                                                int64_t, int, float*, int64_t*);
 extern template void subspace_scores_cpu<double>(const double*, int64_t, int64_t, const double*,
-                                                 int64_t, const int64_t*, int64_t, int64_t, int,
-                                                 double*, int64_t*);
+                                                 int64_t, const int64_t*, const uint8_t*, int64_t,
+                                                 int64_t, int, double*, int64_t*);
 
 }  // namespace masc_fast

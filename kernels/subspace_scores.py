@@ -7,6 +7,8 @@ Inputs (checked by the launcher for what protects memory):
   basis     (d, R)  same dtype and device, any strides: [U_1 .. U_K]; class c owns columns
                     offsets[c] .. offsets[c+1]-1 (an empty segment is an absent class).
   offsets   (K + 1,) int64, non-decreasing from 0 to R, same device.
+  complement (K,)   bool, same device: class c's columns hold the complement W_c of its
+                    subspace (its d - r_c trailing eigenvectors, fewer than r_c).
   precision "fp32" | "tf32" | "tf32x3" | "bf16" (float32 x; float64 x takes "fp32" only).
 Outputs (allocated here, contiguous):
   scores    (n, K)  x's dtype.
@@ -14,9 +16,10 @@ Outputs (allocated here, contiguous):
 
 For each row i and class c, with P = X · U computed tile by tile:
   energy       = sum_{j in class c} P[i, j]^2
-  scores[i, c] = min(energy / ||x_i||^2, 1) if ||x_i||^2 > 0, else 0 (a zero row scores 0)
-  pred[i]      = the present class with the largest stored score, lowest index on ties;
-                 -1 if no class is present.
+  ratio        = energy / ||x_i||^2, or 1 - energy / ||x_i||^2 where complement[c]
+  scores[i, c] = min(max(ratio, 0), 1) if ||x_i||^2 > 0, else 0 (a zero row scores 0)
+  pred[i]      = the present class (nonempty segment or complement flag) with the largest
+                 stored score, lowest index on ties; -1 if no class is present.
 
 Two kernels, launched once per layer whatever K and the ragged r_k (one launch family):
 
@@ -168,6 +171,7 @@ def _scores_epilogue_kernel(
     energies_ptr,
     x_ptr,
     present_ptr,
+    complement_ptr,
     n,
     d,
     k,
@@ -204,7 +208,11 @@ def _scores_epilogue_kernel(
     energy = tl.load(
         energies_ptr + rows[:, None] * stride_en + classes[None, :], mask=mask, other=0.0
     ).to(tl.float64)
-    score = tl.where(is_positive[:, None], tl.minimum(energy / denominators[:, None], 1.0), 0.0)
+    # other=0: padding classes are read directly (their scores are masked out of the store).
+    flipped = tl.load(complement_ptr + classes, mask=class_mask, other=0) != 0
+    ratio = energy / denominators[:, None]
+    ratio = tl.where(flipped[None, :], 1.0 - ratio, ratio)
+    score = tl.where(is_positive[:, None], tl.minimum(tl.maximum(ratio, 0.0), 1.0), 0.0)
     stored = score.to(scores_ptr.dtype.element_ty)
     tl.store(scores_ptr + rows[:, None] * stride_sn + classes[None, :], stored, mask=mask)
 
@@ -234,6 +242,7 @@ def subspace_scores(
     x: torch.Tensor,
     basis: torch.Tensor,
     offsets: torch.Tensor,
+    complement: torch.Tensor | None = None,
     *,
     precision: str = "fp32",
     blocks: FusedBlocks | None = None,
@@ -272,6 +281,13 @@ def subspace_scores(
         raise ValueError(
             f"x, basis and offsets must share a device, got {x.device}, {basis.device} and "
             f"{offsets.device}"
+        )
+    if complement is None:
+        complement = torch.zeros(offsets.shape[0] - 1, dtype=torch.bool, device=x.device)
+    if complement.shape != (offsets.shape[0] - 1,) or complement.device != x.device:
+        raise ValueError(
+            f"complement must be ({offsets.shape[0] - 1},) on {x.device}, got "
+            f"{tuple(complement.shape)} on {complement.device}"
         )
     r = basis.shape[1]
     lengths = torch.diff(offsets, prepend=offsets.new_zeros(1))
@@ -323,7 +339,8 @@ def subspace_scores(
             enable_fp_fusion=False,
         )
 
-    present = (lengths[1:] > 0).to(torch.int8)
+    flipped = complement.to(torch.int8).contiguous()
+    present = ((lengths[1:] > 0) | (flipped != 0)).to(torch.int8)
     block_m, block_k, block_d = epilogue_blocks(k)
     _scores_epilogue_kernel[(triton.cdiv(n, block_m),)](
         scores,
@@ -331,6 +348,7 @@ def subspace_scores(
         energies,
         x,
         present,
+        flipped,
         n,
         d,
         k,

@@ -68,11 +68,16 @@ def fit_subspaces_ref(x, y, num_classes: int, variance: float = 0.99) -> list[np
     return bases
 
 
-def subspace_scores_ref(x, bases: list[np.ndarray | None]) -> np.ndarray:
+def subspace_scores_ref(
+    x, bases: list[np.ndarray | None], complements: list[bool] | None = None
+) -> np.ndarray:
     """cos² of the angle between each row and each class subspace, shape (n, K).
 
-    A zero row scores 0 against every class; a missing class scores 0 for every row.
+    A zero row scores 0 against every class; a missing class scores 0 for every row. Where
+    ``complements[k]``, ``bases[k]`` holds the complement W_k of class k's subspace (an empty
+    (d, 0) array for the whole space) and the score is ``1 − ‖W_kᵀx‖² / ‖x‖²``.
     """
+    complements = complements or [False] * len(bases)
     x = _as_float64(x)
     sq_norms = np.einsum("nd,nd->n", x, x)
     scores = np.zeros((x.shape[0], len(bases)))
@@ -81,16 +86,20 @@ def subspace_scores_ref(x, bases: list[np.ndarray | None]) -> np.ndarray:
             continue
         energy = np.sum((x @ basis) ** 2, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            scores[:, label] = np.where(sq_norms > 0, energy / sq_norms, 0.0)
-    return np.minimum(scores, 1.0)
+            ratio = energy / sq_norms
+            ratio = 1.0 - ratio if complements[label] else ratio
+            scores[:, label] = np.where(sq_norms > 0, ratio, 0.0)
+    return np.clip(scores, 0.0, 1.0)
 
 
-def predict_ref(x, bases: list[np.ndarray | None]) -> np.ndarray:
+def predict_ref(
+    x, bases: list[np.ndarray | None], complements: list[bool] | None = None
+) -> np.ndarray:
     """Class at the smallest angle (lowest index on exact ties; missing classes never win).
 
-    -1 when no class has a basis.
+    -1 when no class has a basis. ``complements`` as in :func:`subspace_scores_ref`.
     """
-    scores = subspace_scores_ref(x, bases)
+    scores = subspace_scores_ref(x, bases, complements)
     missing = np.array([basis is None for basis in bases])
     if missing.all():
         return np.full(scores.shape[0], -1, dtype=np.int64)

@@ -35,17 +35,21 @@ def score_rows(
     basis: torch.Tensor,
     offsets: torch.Tensor,
     *,
+    complement: torch.Tensor | None = None,
     backend: str | None = "auto",
     precision: str = "fp32",
 ) -> ScoreResult:
-    """Scores and predictions of validated rows ``x`` (n, d) against packed bases (d, R)."""
+    """Scores and predictions of validated rows ``x`` (n, d) against packed bases (d, R);
+    ``complement`` (K,) marks classes whose columns hold their subspace's complement."""
     check_precision(precision)
     shape = (x.shape[0], x.shape[1], basis.shape[1])
     name = select_backend(backend, x.device, op="subspace_scores", shape=shape)
     ops = get_backend(name)
     x = x.contiguous()
     basis = basis.to(device=x.device, dtype=x.dtype)
-    scores, pred = ops.subspace_scores(x, basis, offsets, precision=precision)
+    scores, pred = ops.subspace_scores(
+        x, basis, offsets, complement=complement, precision=precision
+    )
     return ScoreResult(scores, pred, name)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,7 +21,20 @@ from masc_fast._version import __version__
 from masc_fast.linalg.spectra import ClassEigen, components_for_variance
 from masc_fast.scoring import ScoreResult, compute_dtype, score_rows, scores_to_angles
 
-__all__ = ["ClassSubspaces"]
+__all__ = ["ClassSubspaces", "PackedBases"]
+
+
+class PackedBases(NamedTuple):
+    """Every class's scoring columns side by side, as the ``subspace_scores`` op takes them.
+
+    ``basis`` (d, R); class k owns columns ``offsets[k]:offsets[k+1]`` ((K+1,) int64, CPU):
+    its basis ``U_k``, or where ``complement[k]`` ((K,) bool, CPU) the complement ``W_k``
+    (its ``d − r_k`` trailing eigenvectors), scored as ``1 − ‖W_kᵀx‖² / ‖x‖²``.
+    """
+
+    basis: torch.Tensor
+    offsets: torch.Tensor
+    complement: torch.Tensor
 
 
 class ClassSubspaces:
@@ -34,6 +48,9 @@ class ClassSubspaces:
 
     Scoring: ``score[i, k] = ‖U_kᵀ x_i‖² / ‖x_i‖²`` = cos² of the angle between ``x_i`` and the
     subspace; ``predict`` is the argmax (the minimum angle), lowest class index on exact ties.
+    A class that keeps more than half of the dimensions (``r_k > d/2``) and whose fit holds
+    all d eigenvectors is scored through its complement, ``1 − ‖W_kᵀ x‖² / ‖x‖²`` with ``W_k``
+    the ``d − r_k`` trailing eigenvectors: fewer columns, the same cos² (:attr:`complement`).
     A zero row scores 0 against every class (angle 90°) and is predicted as the lowest present
     class; scores are never NaN.
 
@@ -100,6 +117,24 @@ class ClassSubspaces:
         ]
 
     @property
+    def eigenvectors(self) -> list[torch.Tensor | None]:
+        """Per class every eigenvector the fit holds (d, m), descending: the kept ones, or
+        all d where the class keeps more than half of them (for :attr:`complement`)."""
+        return [eigen.vectors if eigen is not None else None for eigen in self._eigens]
+
+    @property
+    def complement(self) -> torch.Tensor:
+        """(K,) bool: classes scored through their complement ``W_k`` (``r_k > d/2`` and the
+        fit holds all d eigenvectors, as the exact solver keeps them when ``r_k > d/2``)."""
+        return torch.tensor(
+            [
+                eigen is not None and eigen.vectors.shape[1] == self.dim and 2 * rank > self.dim
+                for eigen, rank in zip(self._eigens, self.num_components.tolist())
+            ],
+            dtype=torch.bool,
+        )
+
+    @property
     def eigenvalues(self) -> list[torch.Tensor | None]:
         """Per class the computed leading eigenvalues of ``X_kᵀ X_k`` (descending)."""
         return [eigen.values if eigen is not None else None for eigen in self._eigens]
@@ -125,23 +160,28 @@ class ClassSubspaces:
             self._eigens, dim=self.dim, variance=variance, counts=self.counts, layer=self.layer
         )
 
-    def packed(
-        self, dtype: torch.dtype, device: torch.device | str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Concatenated bases ``[U_1 … U_K]`` (d, R) and class offsets (K+1,), cached."""
+    def packed(self, dtype: torch.dtype, device: torch.device | str) -> PackedBases:
+        """Each class's scoring columns side by side (:class:`PackedBases`), cached: ``U_k``,
+        or ``W_k`` for the classes in :attr:`complement`."""
         key = (dtype, str(device))
         if key not in self._packed:
-            blocks = [b for b in self.bases if b is not None]
-            basis = (
-                torch.cat(blocks, dim=1)
-                if blocks
-                else torch.zeros((self.dim, 0), dtype=torch.float64)
-            )
+            complement = self.complement
+            blocks = []
+            for eigen, rank, flipped in zip(
+                self._eigens, self.num_components.tolist(), complement.tolist()
+            ):
+                if eigen is not None and rank:
+                    blocks.append(eigen.vectors[:, rank:] if flipped else eigen.vectors[:, :rank])
+                else:
+                    blocks.append(torch.zeros((self.dim, 0), dtype=torch.float64))
+            widths = torch.tensor([block.shape[1] for block in blocks], dtype=torch.int64)
+            basis = torch.cat([block.to(device=device, dtype=dtype) for block in blocks], dim=1)
             offsets = torch.zeros(self.num_classes + 1, dtype=torch.int64)
-            offsets[1:] = torch.cumsum(self.num_components, 0)
-            basis = basis.to(device=device, dtype=dtype).contiguous()
-            self._packed[key] = (basis, offsets)
-            self._share_packed(basis, offsets)
+            offsets[1:] = torch.cumsum(widths, 0)
+            packed = PackedBases(basis.contiguous(), offsets, complement)
+            self._packed[key] = packed
+            if not bool(complement.any()):
+                self._share_packed(packed.basis, offsets)
         return self._packed[key]
 
     def _share_packed(self, basis: torch.Tensor, offsets: torch.Tensor) -> None:
@@ -189,8 +229,10 @@ class ClassSubspaces:
         if not bool(self.present.any()):
             raise ValueError(f"{self._name()}no class has a subspace; nothing can be predicted")
         x = x.to(compute_dtype(x))
-        basis, offsets = self.packed(x.dtype, x.device)
-        return score_rows(x, basis, offsets, backend=backend, precision=precision)
+        basis, offsets, complement = self.packed(x.dtype, x.device)
+        return score_rows(
+            x, basis, offsets, complement=complement, backend=backend, precision=precision
+        )
 
     def scores(self, x, *, backend: str | None = "auto", precision: str = "fp32"):
         """cos² (n, K) of the angle between each row and each class subspace."""

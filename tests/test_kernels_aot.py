@@ -62,8 +62,8 @@ _SCRIPT = textwrap.dedent(
     def epilogue(classes):
         block_m, block_k, block_d = _utils.epilogue_blocks(classes)
         names = kernel._scores_epilogue_kernel.arg_names
-        signature = dict(zip(names[:5], ["*fp32", "*i64", "*fp32", "*fp32", "*i8"]))
-        signature.update({name: "i32" for name in names[5:12]})
+        signature = dict(zip(names[:6], ["*fp32", "*i64", "*fp32", "*fp32", "*i8", "*i8"]))
+        signature.update({name: "i32" for name in names[6:13]})
         constants = {"BLOCK_M": block_m, "BLOCK_K": block_k, "BLOCK_D": block_d}
         signature.update({name: "constexpr" for name in constants})
         return triton.compile(

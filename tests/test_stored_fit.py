@@ -172,7 +172,8 @@ def test_packing_shares_memory_with_the_class_bases(tmp_path):
     fitted = _stored(tmp_path, x, y, 3, 0.99, "gram_trick").fit("corrupted", 0.99)
     before = fitted.predict(x)
     copies = [basis.clone() for basis in fitted.bases]
-    basis, offsets = fitted.packed(torch.float32, "cpu")
+    basis, _, complement = fitted.packed(torch.float32, "cpu")
+    assert not bool(complement.any())
     for label, original in enumerate(copies):
         view = fitted.bases[label]
         assert view.untyped_storage().data_ptr() == basis.untyped_storage().data_ptr()

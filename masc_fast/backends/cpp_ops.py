@@ -24,6 +24,7 @@ from types import ModuleType
 import torch
 
 from masc_fast.backends import optional_import, required_import
+from masc_fast.backends.torch_ops import complement_flags
 
 __all__ = [
     "IMPORTS",
@@ -159,6 +160,7 @@ def subspace_scores(
     basis: torch.Tensor,
     offsets: torch.Tensor,
     *,
+    complement: torch.Tensor | None = None,
     block_rows: int | None = None,
     precision: str = "fp32",
     threads: int | None = None,
@@ -176,6 +178,9 @@ def subspace_scores(
     offsets : torch.Tensor, shape (K + 1,), int64, CPU
         Class k owns columns ``offsets[k]:offsets[k+1]`` of ``basis``; an empty segment marks
         an absent class (score 0, never predicted).
+    complement : torch.Tensor, shape (K,), bool, optional
+        Classes whose columns hold the complement ``W_k`` of their subspace (the trailing
+        eigenvectors): scored as ``1 − ‖W_kᵀ x_i‖² / ‖x_i‖²``, clamped to [0, 1].
     block_rows : int, optional
         Rows per block; default :func:`scoring_block_rows` (a worker's tile ≤ 16 MiB).
     precision : {"fp32"}
@@ -247,6 +252,7 @@ def subspace_scores(
             offsets.contiguous().numpy(),
             block_rows,
             threads,
+            complement_flags(complement, offsets.shape[0] - 1, x.device).to(torch.uint8).numpy(),
         )
     return torch.from_numpy(scores), torch.from_numpy(pred)
 

@@ -21,10 +21,11 @@ def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
     gram.copy_(torch.from_numpy(acc))
 
 
-def subspace_scores(x, basis, offsets, *, block_rows=None, precision="fp32"):
+def subspace_scores(x, basis, offsets, *, complement=None, block_rows=None, precision="fp32"):
     """NumPy float64 scores and predictions (``reference.subspace_scores_ref``).
 
     Always float64; ``precision`` must be "fp32" (full precision), as on the cpp backend.
+    ``complement`` (K,) bool: classes whose columns hold the complement of their subspace.
     """
     if precision != "fp32":
         raise ValueError(
@@ -32,9 +33,13 @@ def subspace_scores(x, basis, offsets, *, block_rows=None, precision="fp32"):
         )
     basis_np = basis.detach().cpu().double().numpy()
     bounds = offsets.tolist()
-    bases = [basis_np[:, lo:hi] if hi > lo else None for lo, hi in zip(bounds[:-1], bounds[1:])]
-    scores = reference.subspace_scores_ref(x, bases)
-    pred = reference.predict_ref(x, bases)
+    flags = [False] * (len(bounds) - 1) if complement is None else complement.tolist()
+    bases = [
+        basis_np[:, lo:hi] if hi > lo or flag else None
+        for lo, hi, flag in zip(bounds[:-1], bounds[1:], flags)
+    ]
+    scores = reference.subspace_scores_ref(x, bases, flags)
+    pred = reference.predict_ref(x, bases, flags)
     return (
         torch.from_numpy(scores).to(device=x.device, dtype=x.dtype),
         torch.from_numpy(pred).to(x.device),

@@ -19,6 +19,7 @@ from masc_fast.backends.gram_forms import (
 
 __all__ = [
     "blocked_projection_scores",
+    "complement_flags",
     "default_block_rows",
     "gram_update",
     "gram_update_per_class",
@@ -70,6 +71,21 @@ def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
     GRAM_FORMS[form](gram, x, y)
 
 
+def complement_flags(
+    complement: torch.Tensor | None, num_classes: int, device: torch.device
+) -> torch.Tensor:
+    """(K,) bool on ``device``: which classes' columns hold the complement ``W_k`` of their
+    subspace (scored as ``1 − ‖W_kᵀx‖² / ‖x‖²``); all False when ``complement`` is None."""
+    if complement is None:
+        return torch.zeros(num_classes, dtype=torch.bool, device=device)
+    if complement.ndim != 1 or complement.shape[0] != num_classes:
+        raise ValueError(
+            f"complement must have one flag per class ({num_classes}), got shape "
+            f"{tuple(complement.shape)}"
+        )
+    return complement.to(device=device, dtype=torch.bool)
+
+
 def _segment_ids(offsets: torch.Tensor, device: torch.device) -> torch.Tensor:
     lengths = (offsets[1:] - offsets[:-1]).to(device)
     return torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
@@ -104,13 +120,16 @@ def subspace_scores(
     basis: torch.Tensor,
     offsets: torch.Tensor,
     *,
+    complement: torch.Tensor | None = None,
     block_rows: int | None = None,
     precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class cos² scores and the argmax class for every row of ``x``.
 
     ``basis`` is ``[U_1 … U_K]`` (d, R); class k owns columns ``offsets[k]:offsets[k+1]``.
-    score[i, k] = ‖U_kᵀ x_i‖² / ‖x_i‖² (clamped to 1; 0 for a zero row or an absent class).
+    score[i, k] = ‖U_kᵀ x_i‖² / ‖x_i‖², or ``1 − ‖W_kᵀ x_i‖² / ‖x_i‖²`` where
+    ``complement[k]`` (its columns hold the complement W_k), clamped to [0, 1]; 0 for a zero
+    row or an absent class (an empty segment without the flag).
     Prediction: the largest score among present classes, lowest index on ties.
     Energies are summed in float64 whatever the GEMM dtype. ``precision`` picks the GEMM's
     products for float32 ``x`` (:func:`precision_product`); float64 ``x`` takes "fp32" only.
@@ -123,14 +142,16 @@ def subspace_scores(
         )
     num_classes, device = len(offsets) - 1, x.device
     segment_ids = _segment_ids(offsets, device)
-    absent = (offsets[1:] == offsets[:-1]).to(device)
+    flags = complement_flags(complement, num_classes, device)
+    absent = (offsets[1:] == offsets[:-1]).to(device) & ~flags
 
     def epilogue(proj: torch.Tensor, sq_norms: torch.Tensor):
         energy = torch.zeros((proj.shape[0], num_classes), dtype=torch.float64, device=device)
         energy.index_add_(1, segment_ids, proj.double().square_())
         sq = sq_norms.double().unsqueeze(1)
-        scores = torch.where(sq > 0, energy / sq.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-        scores = scores.clamp_(max=1.0).to(x.dtype)
+        ratio = energy / sq.clamp_min(torch.finfo(torch.float64).tiny)
+        ratio = torch.where(flags, 1.0 - ratio, ratio)
+        scores = torch.where(sq > 0, ratio, 0.0).clamp_(0.0, 1.0).to(x.dtype)
         # argmax of the scores as returned (x's dtype), so ties resolve like every backend
         return scores, scores.masked_fill(absent, -torch.inf).argmax(dim=1)
 

@@ -75,6 +75,7 @@ def subspace_scores(
     basis: torch.Tensor,
     offsets: torch.Tensor,
     *,
+    complement: torch.Tensor | None = None,
     block_rows: int | None = None,
     precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +92,9 @@ def subspace_scores(
     offsets : torch.Tensor, shape (K + 1,), int64, any device (moved to ``x``'s)
         Class k owns columns ``offsets[k]:offsets[k+1]`` of ``basis``; an empty segment marks
         an absent class (score 0, never predicted).
+    complement : torch.Tensor, shape (K,), bool, optional
+        Classes whose columns hold the complement ``W_k`` of their subspace: scored as
+        ``1 − ‖W_kᵀ x_i‖² / ‖x_i‖²``, clamped to [0, 1].
     block_rows : int, optional
         Rows per launch; default: all rows in one launch (the fused kernel's extra memory is
         the (n, K) energies, so blocking is only needed to bound that).
@@ -151,11 +155,14 @@ def subspace_scores(
         raise ValueError(f"triton backend: block_rows must be >= 1, got {block_rows}")
 
     offsets = offsets.to(device=x.device).contiguous()
+    flags = torch_ops.complement_flags(complement, offsets.shape[0] - 1, x.device)
     n = x.shape[0]
     if block_rows is None or block_rows >= n:
-        return kernels.subspace_scores(x, basis, offsets, precision=precision)
+        return kernels.subspace_scores(x, basis, offsets, flags, precision=precision)
     parts = [
-        kernels.subspace_scores(x[start : start + block_rows], basis, offsets, precision=precision)
+        kernels.subspace_scores(
+            x[start : start + block_rows], basis, offsets, flags, precision=precision
+        )
         for start in range(0, n, block_rows)
     ]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

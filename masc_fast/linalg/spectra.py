@@ -64,9 +64,12 @@ def exact_eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def exact_class_eigen(gram: torch.Tensor, *, variance: float, rank_bound: int) -> ClassEigen:
-    """One class by full ``eigh``: values up to the numerical rank, vectors the rule keeps."""
+    """One class by full ``eigh``: values up to the numerical rank, vectors the rule keeps,
+    or all d of them when it keeps more than half (the class is then scored through the
+    d − r trailing ones, :attr:`masc_fast.ClassSubspaces.complement`)."""
     values, vectors = exact_eigh(gram)
     total = float(values.sum())
     rank_cap = min(rank_bound, numerical_rank(values, gram.shape[0]))
     keep = components_for_variance(values, total, variance, rank_cap)
-    return ClassEigen(values[:rank_cap], vectors[:, :keep], total, rank_cap, "exact")
+    kept = vectors if 2 * keep > gram.shape[0] else vectors[:, :keep]
+    return ClassEigen(values[:rank_cap], kept, total, rank_cap, "exact")

@@ -228,9 +228,11 @@ def score_streamed(
         source, device=device, rows_per_chunk=rows, dtype=dtype, mapped=mapped, validate=check
     )
     with torch.no_grad(), stream:
-        basis, offsets = subspaces.packed(dtype, stream.device)
+        basis, offsets, complement = subspaces.packed(dtype, stream.device)
         for index, (start, chunk) in enumerate(stream):
-            result = score_rows(chunk, basis, offsets, backend=name, precision=precision)
+            result = score_rows(
+                chunk, basis, offsets, complement=complement, backend=name, precision=precision
+            )
             values = scores_to_angles(result.scores) if angles else result.scores
             sink.put(index, start, values, result.pred)
             del chunk, result, values  # free this chunk's device memory before the next is cast

@@ -31,6 +31,7 @@ from masc_fast._validation import (
 )
 from masc_fast.backends import PRECISIONS
 from masc_fast.backends.torch_ops import precision_product
+from masc_fast.probing.sweep_layout import sweep_layout
 from masc_fast.scoring import compute_dtype
 from masc_fast.subspace import ClassSubspaces
 
@@ -126,13 +127,16 @@ def threshold_scores(
     offsets: torch.Tensor,
     cuts: torch.Tensor,
     *,
+    complement: torch.Tensor | None = None,
     precision: str = "fp32",
     block_rows: int | None = None,
     return_scores: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """cos² scores and predictions of every row at every threshold, from one projection.
 
-    ``score[t, i, k] = Σ_{j < cuts[t, k]} (basis[:, offsets[k] + j]ᵀ x_i)² / ‖x_i‖²``.
+    ``score[t, i, k] = Σ_{j < cuts[t, k]} (basis[:, offsets[k] + j]ᵀ x_i)² / ‖x_i‖²``, or,
+    where ``complement[t, k]``, ``1 − Σ_{j >= cuts[t, k]} (…)² / ‖x_i‖²`` (a suffix sum: the
+    class's columns from ``cuts[t, k]`` on hold the complement of its subspace at t).
 
     Parameters
     ----------
@@ -143,8 +147,10 @@ def threshold_scores(
     offsets : torch.Tensor, (K+1,), int64
         Class k owns columns ``offsets[k]:offsets[k+1]``.
     cuts : torch.Tensor, (T, K), int64
-        Components of class k kept at threshold t; ``0 <= cuts[t, k] <= offsets[k+1] -
-        offsets[k]``. 0 = the class is absent at that threshold.
+        Position in class k's columns where threshold t cuts; ``0 <= cuts[t, k] <=
+        offsets[k+1] - offsets[k]``. 0 without the complement flag = the class is absent at t.
+    complement : torch.Tensor, (T, K), bool, optional
+        Read class k at threshold t through the suffix from its cut (see above); default none.
     precision : {"fp32", "tf32", "tf32x3", "bf16"}
         Products of the GEMM, as in the torch backend's ``subspace_scores`` (float64 ``x``
         takes "fp32" only).
@@ -158,7 +164,8 @@ def threshold_scores(
     -------
     scores : torch.Tensor (T, n, K) in x's dtype, in [0, 1], or None
     pred : torch.Tensor (T, n), int64
-        Per threshold the argmax over classes with ``cuts[t, k] > 0``, lowest index on ties;
+        Per threshold the argmax over present classes (``cuts[t, k] > 0`` or the complement
+        flag), lowest index on ties;
         -1 where no class is present.
 
     Raises
@@ -199,12 +206,25 @@ def threshold_scores(
     widths = offsets[1:] - offsets[:-1]
     if bool(((cuts < 0) | (cuts > widths.to(cuts.device))).any()):
         raise ValueError(f"cuts {cuts.tolist()} exceed the classes' columns {widths.tolist()}")
+    if complement is not None and complement.shape != cuts.shape:
+        raise ValueError(
+            f"complement must match cuts {tuple(cuts.shape)}, got {tuple(complement.shape)}"
+        )
     device = x.device
     offsets, cuts = offsets.to(device=device, dtype=torch.int64), cuts.to(device, torch.int64)
     n, count = x.shape[0], cuts.shape[0]
-    starts = offsets[:-1].repeat(count)  # (T·K,) running-sum entry before a class's columns
-    stops = (offsets[:-1] + cuts).flatten()  # (T·K,) entry after its kept columns
-    absent = cuts == 0
+    flipped = (
+        torch.zeros_like(cuts, dtype=torch.bool)
+        if complement is None
+        else complement.to(device=device, dtype=torch.bool)
+    )
+    # Running-sum entries around the columns summed: a prefix [start, start + cut) of the
+    # class's columns, or the suffix [start + cut, stop) where the class is read complemented.
+    first, last = offsets[:-1].expand_as(cuts), offsets[1:].expand_as(cuts)
+    starts = torch.where(flipped, first + cuts, first).flatten()
+    stops = torch.where(flipped, last, first + cuts).flatten()
+    absent = (cuts == 0) & ~flipped
+    flipped = flipped.unsqueeze(0)  # (1, T, K) against a block's (rows, T, K) energies
     block_rows = block_rows or _block_rows(basis.shape[1], count * num_classes, x.element_size())
     product = precision_product(precision)
     basis = basis.to(device=device, dtype=x.dtype).contiguous()
@@ -229,11 +249,11 @@ def threshold_scores(
             del squares
             energy = (running[:, stops] - running[:, starts]).view(-1, count, num_classes)
             del running
-            block_scores = torch.where(
-                sq_norms.unsqueeze(2) > 0, energy / sq_norms.unsqueeze(2).clamp_min(tiny), 0.0
-            )
+            ratio = energy / sq_norms.unsqueeze(2).clamp_min(tiny)
+            ratio = torch.where(flipped, 1.0 - ratio, ratio)
+            block_scores = torch.where(sq_norms.unsqueeze(2) > 0, ratio, 0.0)
             # argmax of the scores as returned (x's dtype), so ties resolve like the backends
-            block_scores = block_scores.clamp_(max=1.0).to(x.dtype)
+            block_scores = block_scores.clamp_(0.0, 1.0).to(x.dtype)
             pred[:, start:stop] = block_scores.masked_fill(absent, -torch.inf).argmax(dim=2).T
             if scores is not None:
                 scores[:, start:stop] = block_scores.permute(1, 0, 2)
@@ -273,6 +293,10 @@ class ThresholdScorer:
         variance.
     num_components : torch.Tensor (T, K), int64
         ``r_k(t)``.
+    layout : SweepLayout
+        The columns scored per class: a prefix of the eigenvectors for the small cuts and,
+        where the fit holds all d, a suffix read as the complement for the large ones
+        (:func:`~masc_fast.probing.sweep_layout.sweep_layout`).
 
     Raises
     ------
@@ -298,6 +322,8 @@ class ThresholdScorer:
         self.num_components = torch.stack(
             [self.subspaces_at[t].num_components for t in self.thresholds]
         )
+        self.layout = sweep_layout(subspaces.eigenvectors, self.num_components, subspaces.dim)
+        self._bases: dict[tuple, torch.Tensor] = {}
 
     def _cut(self, threshold: float) -> ClassSubspaces:
         fitted = self.subspaces
@@ -368,12 +394,15 @@ class ThresholdScorer:
                 f"{where(fitted.layer)}no class has a subspace; nothing can be predicted"
             )
         x = x.to(compute_dtype(x))
-        basis, offsets = fitted.packed(x.dtype, x.device)
+        key = (x.dtype, str(x.device))
+        if key not in self._bases:
+            self._bases[key] = self.layout.basis.to(device=x.device, dtype=x.dtype)
         scores, pred = threshold_scores(
             x,
-            basis,
-            offsets,
-            self.num_components,
+            self._bases[key],
+            self.layout.offsets,
+            self.layout.cuts,
+            complement=self.layout.complement,
             precision=precision,
             block_rows=block_rows,
             return_scores=return_scores,
