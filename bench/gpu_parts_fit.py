@@ -64,7 +64,7 @@ def _eigen_case(classes: int, dim: int, rows: int, device) -> dict:
     solved = class_eigh_batched(grams, variance=0.99, counts=counts)
     values = torch.linalg.eigh(grams)[0].flip(-1).clamp_min(0)
     agree = all(
-        eigen.vectors.shape[1]
+        components_for_variance(eigen.values, eigen.total, 0.99, eigen.rank_cap)
         == components_for_variance(values[label], float(values[label].sum()), 0.99, rank)
         for label, eigen in enumerate(solved)
     )

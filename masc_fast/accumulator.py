@@ -207,16 +207,20 @@ class GramAccumulator:
         method: str = "auto",
         tol: float = 1e-7,
         batched: bool | None = None,
+        thresholds: tuple[float, ...] = (),
     ) -> ClassSubspaces:
         """Eigendecompose every class Gram and keep the components the variance rule asks for.
 
         ``variance`` in (0, 1) is the explained-variance threshold t; a whole number >= 1 is a
         fixed number of components per class. ``method`` chooses the eigensolver ("auto",
-        "exact", "partial"; see :mod:`masc_fast.linalg.eigensolvers`). ``batched``: solve the classes
+        "exact", "partial", "fp32"; see :mod:`masc_fast.linalg.eigensolvers`). ``batched``: solve the classes
         the rule sends to the partial solver all at once
         (:func:`~masc_fast.linalg.eigensolvers.class_eigh_batched`; exact eigh for any it gives up
         on); ``None`` (default) batches when the Grams are on CUDA, where K small per-class
         solves would each launch their own kernels. Same components either way, up to ``tol``.
+        ``thresholds``: smaller thresholds the fit will be re-cut at
+        (:meth:`ClassSubspaces.with_variance`, the threshold sweep), whose counts
+        ``method="fp32"`` (:mod:`masc_fast.linalg.mixed_eigh`) certifies too.
         Classes without rows, or whose rows are all zero, are left out with a warning.
         """
         variance = check_variance(variance)
@@ -234,11 +238,23 @@ class GramAccumulator:
         eigens: list[ClassEigen | None]
         if batched:
             eigens = class_eigh_batched(
-                self.gram, variance=variance, counts=usable, method=method, tol=tol
+                self.gram,
+                variance=variance,
+                counts=usable,
+                method=method,
+                tol=tol,
+                thresholds=thresholds,
             )
         else:
             eigens = [
-                class_eigh(gram, variance=variance, count=count, method=method, tol=tol)
+                class_eigh(
+                    gram,
+                    variance=variance,
+                    count=count,
+                    method=method,
+                    tol=tol,
+                    thresholds=thresholds,
+                )
                 if count
                 else None
                 for gram, count in zip(self.gram, usable)

@@ -34,7 +34,7 @@ class MASCClassifier(ClassifierMixin, BaseEstimator):
         Explained-variance threshold in (0, 1), or a whole number >= 1 of components per class.
     backend : str, default "auto"
         Scoring backend (see :mod:`masc_fast.backends`).
-    eigensolver : {"auto", "exact", "partial"}, default "auto"
+    eigensolver : {"auto", "exact", "partial", "fp32"}, default "auto"
         Eigensolver for the class Grams.
 
     Attributes

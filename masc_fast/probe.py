@@ -98,7 +98,7 @@ def probe(
         Show tqdm progress bars (rows/s per pass, classes per eigensolve).
     accumulate_dtype : torch.dtype, default torch.float64
         Gram accumulation dtype.
-    eigensolver : {"auto", "exact", "partial"}
+    eigensolver : {"auto", "exact", "partial", "fp32"}
         See :mod:`masc_fast.linalg.eigensolvers` (``gram`` layers).
     precision : {"fp32", "tf32", "tf32x3", "bf16"}
         Products of the scoring GEMM (:data:`masc_fast.backends.PRECISIONS`); the reduced modes
@@ -176,6 +176,7 @@ def probe(
     options = FitOptions(
         num_classes=num_classes,
         variance=variance,
+        thresholds=thresholds or (),
         device=device,
         backend=backend,
         progress=progress,

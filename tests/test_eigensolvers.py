@@ -205,7 +205,7 @@ def test_exact_eigh_is_descending_and_nonnegative():
 
 
 def test_class_eigh_unknown_method_raises():
-    with pytest.raises(ValueError, match="'auto', 'exact' or 'partial'.*'fast'"):
+    with pytest.raises(ValueError, match="'auto', 'exact', 'partial' or 'fp32'.*'fast'"):
         class_eigh(torch.eye(3, dtype=torch.float64), variance=0.9, count=3, method="fast")
 
 

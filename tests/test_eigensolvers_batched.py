@@ -260,7 +260,7 @@ def test_class_eigh_batched_matches_class_eigh(method):
 
 
 def test_class_eigh_batched_unknown_method_raises():
-    with pytest.raises(ValueError, match="'auto', 'exact' or 'partial'.*'fast'"):
+    with pytest.raises(ValueError, match="'auto', 'exact', 'partial' or 'fp32'.*'fast'"):
         class_eigh_batched(torch.eye(3).unsqueeze(0), variance=0.9, counts=[3], method="fast")
 
 

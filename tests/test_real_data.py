@@ -8,7 +8,6 @@ skips and says how to get the files. The layout itself is tested on small files 
 from __future__ import annotations
 
 import gzip
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,32 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _real_data import MISSING, real_fashion_root
 
 from masc_fast.data import find_datasets, load_dataset
-from masc_fast.data.idx_folder import idx_folder, read_idx
-
-DEBIAN_ROOT = Path("/usr/share/datasets")
-
-
-def _real_fashion_root() -> Path | None:
-    roots = (
-        [Path(os.environ["MASC_FAST_DATA_ROOT"])] if os.environ.get("MASC_FAST_DATA_ROOT") else []
-    )
-    for root in [*roots, DEBIAN_ROOT]:
-        if idx_folder("fashion-mnist", root) or (root / "FashionMNIST" / "raw").is_dir():
-            return root
-    return None
+from masc_fast.data.idx_folder import read_idx
 
 
 def test_verify_reference_reproduces_the_authors_fashion_mnist_table_exactly():
     from masc_fast.pipeline.experiments.verify_reference import verify_reference
 
-    root = _real_fashion_root()
+    root = real_fashion_root()
     if root is None:
-        pytest.skip(
-            "the real Fashion-MNIST is not here: apt-get install dataset-fashion-mnist (files in "
-            "/usr/share/datasets/fashion-mnist/) or set MASC_FAST_DATA_ROOT"
-        )
+        pytest.skip(MISSING)
     report = verify_reference(root, datasets=["fashion-mnist"], progress=False)
     assert len(report) == 25  # 5 thresholds × 5 corruption degrees (SPEC §9.2)
     assert report["n_test"].eq(10_000).all()

@@ -56,7 +56,7 @@ def register(commands) -> argparse.ArgumentParser:
     options.add_backend(parser)
     parser.add_argument(
         "--eigensolver",
-        choices=["auto", "exact", "partial"],
+        choices=["auto", "exact", "partial", "fp32"],
         default="auto",
         help="per-class eigensolver (default auto)",
     )

@@ -162,6 +162,7 @@ def class_eigh_batched(
     counts,
     method: str = "auto",
     tol: float = 1e-7,
+    thresholds: tuple[float, ...] = (),
 ) -> list[ClassEigen | None]:
     """:func:`class_eigh` for every class of a (K, d, d) stack, partial ones solved together.
 
@@ -177,8 +178,10 @@ def class_eigh_batched(
         Threshold t in (0, 1) or a whole number of components.
     counts : sequence of int, length K
         Rows seen per class (bounds each rank).
-    method : {"auto", "exact", "partial"}, default "auto"
+    method : {"auto", "exact", "partial", "fp32"}, default "auto"
     tol : float, default 1e-7
+    thresholds : tuple of float
+        Smaller thresholds whose counts ``method="fp32"`` must certify too.
 
     Returns
     -------
@@ -212,6 +215,13 @@ def class_eigh_batched(
             )
         else:
             eigens.append(
-                class_eigh(grams[label], variance=variance, count=count, method=method, tol=tol)
+                class_eigh(
+                    grams[label],
+                    variance=variance,
+                    count=count,
+                    method=method,
+                    tol=tol,
+                    thresholds=thresholds,
+                )
             )
     return eigens

@@ -30,6 +30,7 @@ import logging
 
 import torch
 
+from masc_fast.linalg.mixed_eigh import certified_class_eigen
 from masc_fast.linalg.spectra import ClassEigen, exact_class_eigen
 from masc_fast.linalg.subspace_iteration import (
     DenseGram,
@@ -39,10 +40,22 @@ from masc_fast.linalg.subspace_iteration import (
     subspace_iteration,
 )
 
-__all__ = ["MAX_ITERATIONS", "check_method", "class_eigh", "partial_eigh", "uses_partial"]
+__all__ = [
+    "MAX_ITERATIONS",
+    "METHODS",
+    "check_method",
+    "class_eigh",
+    "partial_eigh",
+    "uses_partial",
+]
 
 logger = logging.getLogger(__name__)
 
+#: Eigensolver names: "auto" (exact to d = 256, partial above), "exact" (float64 eigh),
+#: "partial" (subspace iteration), "fp32" (eigh in float32 with counts certified against float64;
+#: opt-in: its eigenvectors move about 0.1 % of the predictions on real data, see
+#: :mod:`masc_fast.linalg.mixed_eigh`).
+METHODS = ("auto", "exact", "partial", "fp32")
 # Below this width the exact solver is fast enough that the partial one is never worth it.
 # At d=784 with r_k ~ 20 the partial solver fits 10 classes in 0.12 s against 1.0 s exact
 # (bench/RESULTS.md); where r_k is large it gives up after a few cheap iterations.
@@ -94,8 +107,10 @@ def partial_eigh(
 
 def check_method(method: str) -> None:
     """Raise ``ValueError`` unless ``method`` is an eigensolver name."""
-    if method not in ("auto", "exact", "partial"):
-        raise ValueError(f"eigensolver method must be 'auto', 'exact' or 'partial', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(
+            f"eigensolver method must be 'auto', 'exact', 'partial' or 'fp32', got {method!r}"
+        )
 
 
 def uses_partial(method: str, dim: int, rank_bound: int, total: float) -> bool:
@@ -111,11 +126,14 @@ def class_eigh(
     count: int,
     method: str = "auto",
     tol: float = 1e-7,
+    thresholds: tuple[float, ...] = (),
 ) -> ClassEigen:
     """Eigenpairs of one class Gram, enough for ``variance``; ``count`` = rows seen.
 
     ``method``: ``"exact"``, ``"partial"`` or ``"auto"`` (exact up to d=256, else partial,
-    which falls back to exact when the components needed exceed a quarter of d).
+    which falls back to exact when the components needed exceed a quarter of d), or ``"fp32"``:
+    eigh in float32 where the counts at ``variance`` and ``thresholds`` are certain, else in
+    float64 (:func:`~masc_fast.linalg.mixed_eigh.certified_class_eigen`).
     """
     check_method(method)
     dim = gram.shape[0]
@@ -126,4 +144,8 @@ def class_eigh(
         if result is not None:
             values, vectors, rank_cap = result
             return ClassEigen(values, vectors, total, rank_cap, "partial")
+    if method == "fp32":
+        return certified_class_eigen(
+            gram, variance=variance, rank_bound=rank_bound, thresholds=thresholds
+        )
     return exact_class_eigen(gram, variance=variance, rank_bound=rank_bound)

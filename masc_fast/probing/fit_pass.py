@@ -36,6 +36,7 @@ __all__ = ["FitOptions", "FitPass", "FitOutcome"]
 class FitOptions:
     num_classes: int | None
     variance: float
+    thresholds: tuple[float, ...]  # also scored: their counts must be certain too
     device: torch.device
     backend: str | None
     progress: bool
@@ -272,7 +273,7 @@ class FitPass:
             for key in list(self.accumulators):
                 with timer.time(key):
                     subspaces[key] = self.accumulators.pop(key).fit(
-                        opts.variance, method=opts.eigensolver
+                        opts.variance, method=opts.eigensolver, thresholds=opts.thresholds
                     )
             for layer, stored in self.stored.items():
                 streamed = timer.seconds.pop(layer, 0.0)

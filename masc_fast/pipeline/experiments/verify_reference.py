@@ -101,7 +101,7 @@ def measure_input_layer(
         Default: CUDA when available, else the CPU.
     backend : str, default "auto"
         Gram and scoring backend (see :mod:`masc_fast.backends`).
-    eigensolver : {"auto", "exact", "partial"}, default "auto"
+    eigensolver : {"auto", "exact", "partial", "fp32"}, default "auto"
         See :mod:`masc_fast.linalg.eigensolvers`.
     progress : bool, default True
         Bars over the training and test batches.
