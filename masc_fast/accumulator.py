@@ -3,7 +3,9 @@
 :class:`GramAccumulator` keeps ``G_k = Σ x xᵀ`` over the rows of class k for all classes at
 once. Batches are staged until about ``1024 × K`` rows are waiting (or the staging memory cap
 is reached) and then flushed with one sort by class and one GEMM per class, so a mixed batch of
-256 rows does not turn into K tiny, bandwidth-bound updates.
+256 rows does not turn into K tiny, bandwidth-bound updates. While a class has fewer rows than
+features its rows are kept as well, and :meth:`GramAccumulator.fit` solves it by the Gram trick
+(:func:`masc_fast.linalg.gram_trick.gram_trick_eigen`: an n_k × n_k eigh, not a d × d one).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from masc_fast._validation import as_tensor, check_activations, check_labels, ch
 from masc_fast.backends import get_backend, select_backend
 from masc_fast.linalg.batched import class_eigh_batched
 from masc_fast.linalg.eigensolvers import class_eigh
+from masc_fast.linalg.gram_trick import gram_trick_eigen
 from masc_fast.linalg.spectra import ClassEigen
 from masc_fast.subspace import ClassSubspaces
 
@@ -66,10 +69,15 @@ class GramAccumulator:
         Which backend's ``gram_update`` runs (see :mod:`masc_fast.backends`).
     layer : str, optional
         Name used in error messages and warnings.
+    keep_small_classes : bool, default True
+        Keep each class's rows while it has fewer than d of them, and fit such a class by the
+        Gram trick instead of eigendecomposing its d × d Gram (same components, float64).
 
     Notes
     -----
-    Memory: ``K · d² · itemsize`` for the Grams plus at most 256 MiB of staged rows.
+    Memory: ``K · d² · itemsize`` for the Grams plus at most 256 MiB of staged rows, plus the
+    rows of classes with fewer than d rows (at most ``K · d²`` of the rows' dtype, half the
+    float64 Grams for float32 rows; a class's rows are dropped when it reaches d).
     Work: ``N · d²`` multiply-adds in total, whatever the batch split.
 
     Example
@@ -91,6 +99,7 @@ class GramAccumulator:
         backend: str | None = "auto",
         layer: str | None = None,
         product_dtype: torch.dtype | None = None,
+        keep_small_classes: bool = True,
     ):
         if int(num_classes) < 1 or int(dim) < 1:
             raise ValueError(f"num_classes and dim must be >= 1, got {num_classes} and {dim}")
@@ -118,6 +127,10 @@ class GramAccumulator:
         self.batches = 0
         self._staged: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._staged_rows = 0
+        # Per class its rows while it has fewer than d (None once it has d or more, or when off).
+        self._small: list[list[torch.Tensor] | None] = [
+            [] if keep_small_classes else None for _ in range(self.num_classes)
+        ]
         #: Called before staged rows are folded in; the probe reads back its deferred batch
         #: checks there, so labels are known good before any op indexes with them.
         self.before_flush: Callable[[], None] | None = None
@@ -164,15 +177,45 @@ class GramAccumulator:
         y = torch.cat([labels for _, labels in self._staged])
         self._staged, self._staged_rows = [], 0
         # One count per flush (a host read on CUDA), not one per batch.
-        self._counts += torch.bincount(y, minlength=self.num_classes).cpu()
+        added = torch.bincount(y, minlength=self.num_classes).cpu()
+        self._counts += added
         if self.product_dtype is not None or x.dtype not in (torch.float32, torch.float64):
             x = x.to(self.product_dtype or self.gram.dtype)
+        self._keep_small(x, y, added)
         self._ops.gram_update(self.gram, x, y)
 
+    def _keep_small(self, x: torch.Tensor, y: torch.Tensor, added: torch.Tensor) -> None:
+        """Keep the new rows of each class that still has fewer than d rows; drop the rows of
+        a class that reaches d (its Gram serves from then on)."""
+        for label in torch.nonzero(added).flatten().tolist():
+            kept = self._small[label]
+            if kept is None:
+                continue
+            if int(self._counts[label]) >= self.dim:
+                self._small[label] = None
+            else:
+                kept.append(x[y == label])
+
+    def _small_rows(self, label: int) -> torch.Tensor | None:
+        """Class ``label``'s rows if they were kept (fewer than d), else None."""
+        kept = self._small[label]
+        if kept is None or not kept:
+            return None
+        return torch.cat(kept)
+
     def state(self) -> dict[str, torch.Tensor]:
-        """Tensors that :meth:`restore` takes back (Grams and counts, staged rows folded in)."""
+        """Tensors that :meth:`restore` takes back (Grams, counts and the kept rows of small
+        classes, staged rows folded in)."""
         self.flush()
-        return {"gram": self.gram.cpu().clone(), "counts": self._counts.clone()}
+        state = {"gram": self.gram.cpu().clone(), "counts": self._counts.clone()}
+        small = [(label, self._small_rows(label)) for label in range(self.num_classes)]
+        small = [(label, rows) for label, rows in small if rows is not None]
+        if small:
+            state["small_rows"] = torch.cat([rows for _, rows in small]).cpu()
+            state["small_labels"] = torch.cat(
+                [torch.full((len(rows),), label, dtype=torch.int64) for label, rows in small]
+            )
+        return state
 
     def restore(self, tensors) -> None:
         """Continue from a :meth:`state` (a probe checkpoint)."""
@@ -185,6 +228,18 @@ class GramAccumulator:
         self.gram.copy_(gram)
         self._counts = tensors["counts"].clone()
         self._staged, self._staged_rows = [], 0
+        rows, labels = tensors.get("small_rows"), tensors.get("small_labels")
+        kept = torch.zeros(self.num_classes, dtype=torch.int64)
+        if rows is not None:
+            kept = torch.bincount(labels, minlength=self.num_classes)
+        for label, kept_list in enumerate(self._small):
+            if kept_list is None:
+                continue
+            # Only a class whose every row came back keeps them (older checkpoints held none).
+            full = int(kept[label]) == int(self._counts[label]) and int(kept[label]) > 0
+            self._small[label] = [rows[labels == label].to(self.device)] if full else None
+            if int(self._counts[label]) == 0:
+                self._small[label] = []
 
     def merge(self, other: GramAccumulator) -> GramAccumulator:
         """Add another accumulator's rows to this one (e.g. from another worker); returns self."""
@@ -196,6 +251,14 @@ class GramAccumulator:
         self.flush()
         other.flush()
         self.gram += other.gram.to(device=self.device, dtype=self.gram.dtype)
+        for label in range(self.num_classes):
+            mine, theirs = self._small[label], other._small[label]
+            if mine is None or theirs is None:
+                self._small[label] = None
+            elif int(self._counts[label] + other._counts[label]) >= self.dim:
+                self._small[label] = None
+            else:
+                mine += [rows.to(self.device) for rows in theirs]
         self._counts += other.counts
         self.batches += other.batches
         return self
@@ -221,6 +284,8 @@ class GramAccumulator:
         ``thresholds``: smaller thresholds the fit will be re-cut at
         (:meth:`ClassSubspaces.with_variance`, the threshold sweep), whose counts
         ``method="fp32"`` (:mod:`masc_fast.linalg.mixed_eigh`) certifies too.
+        Classes with fewer rows than d whose rows were kept are solved by the Gram trick
+        (method "gram_trick"), whatever ``method`` says.
         Classes without rows, or whose rows are all zero, are left out with a warning.
         """
         variance = check_variance(variance)
@@ -235,6 +300,12 @@ class GramAccumulator:
                 warn_absent_class(self.layer, label, count, stacklevel=3)
                 count = 0
             usable.append(count)
+        small = {
+            label: rows
+            for label in range(self.num_classes)
+            if usable[label] and (rows := self._small_rows(label)) is not None
+        }
+        usable = [0 if label in small else count for label, count in enumerate(usable)]
         eigens: list[ClassEigen | None]
         if batched:
             eigens = class_eigh_batched(
@@ -259,6 +330,8 @@ class GramAccumulator:
                 else None
                 for gram, count in zip(self.gram, usable)
             ]
+        for label, rows in small.items():
+            eigens[label] = gram_trick_eigen(rows, variance=variance)
         return ClassSubspaces(
             eigens, dim=self.dim, variance=variance, counts=self._counts.clone(), layer=self.layer
         )

@@ -160,7 +160,9 @@ class FitPass:
             )
         for (layer, name), accumulator in self.accumulators.items():
             prefix = f"gram/{layer}/{name}/"
-            accumulator.restore({key: tensors[prefix + key] for key in ("gram", "counts")})
+            accumulator.restore(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
         for layer, stored in self.stored.items():
             prefix = f"stored/{layer}/"
             state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
