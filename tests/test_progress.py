@@ -102,7 +102,7 @@ def test_line_progress_close_twice_writes_once():
 
 def test_train_command_in_a_file_prints_a_few_lines(tmp_path, capsys):
     # pytest's captured streams are no terminal, like `masc-fast train ... > log 2>&1`
-    argv = ["train", "--model", "mlp", "--dataset", "digits", "--p", "0.4"]
+    argv = ["train", "--model", "mlp-small", "--dataset", "digits", "--p", "0.4"]
     assert main([*argv, "--max-epochs", "3", "--out", str(tmp_path / "run")]) == 0
     captured = capsys.readouterr()
     lines = _assert_whole_lines(captured.err, at_most=3)
