@@ -95,7 +95,7 @@ def probe(
     backend : {"auto", "torch", "cpp", "triton", "reference"}
         Scoring/accumulation backend; the one that ran is in ``ProbeResult.backend``.
     progress : bool, default True
-        Show tqdm progress bars (rows/s per pass, classes per eigensolve).
+        Show progress bars (rows/s per pass, classes per eigensolve).
     accumulate_dtype : torch.dtype, default torch.float64
         Gram accumulation dtype.
     eigensolver : {"auto", "exact", "partial", "fp32"}

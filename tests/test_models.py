@@ -32,6 +32,13 @@ def test_mlp_parameter_count_matches_authors_cifar10_model():
     assert _parameter_count(MLP(3072, 10)) == 5_726_858
 
 
+def test_mlp_small_is_the_paper_mlp_with_two_hidden_layers_of_512():
+    model = build_model("mlp-small", input_shape=(64,), num_classes=10)
+    assert list(model.masc_layers) == ["input", "fc1", "fc2"]
+    assert _parameter_count(model) == 301_066  # 5,341,834 for the paper's shape on digits
+    assert _parameter_count(build_model("mlp", input_shape=(64,), num_classes=10)) == 5_341_834
+
+
 @pytest.mark.parametrize("input_shape", [(64,), (8, 8), (1, 8, 8)])
 def test_mlp_flattens_and_returns_logits(input_shape):
     model = MLP(64, 10)
@@ -389,6 +396,7 @@ def test_resnet18_train_mode_forward_shape():
         ("alexnet", (3, 32, 32), 100, AlexNet, lambda m: m.variant == "cifar100"),
         ("alexnet", (3, 64, 64), 200, AlexNet, lambda m: m.variant == "tiny"),
         ("resnet18", (3, 32, 32), 10, ResNet18, lambda m: m.num_classes == 10),
+        ("mlp-small", (64,), 10, MLP, lambda m: m.hidden == (512, 512)),
     ],
     ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else None,
 )
@@ -411,7 +419,7 @@ def test_build_model_explicit_alexnet_variant():
 
 
 def test_model_names():
-    assert MODEL_NAMES == ("mlp", "cnn", "alexnet", "resnet18")
+    assert MODEL_NAMES == ("mlp", "cnn", "alexnet", "resnet18", "mlp-small")
     assert INPUT_LAYER == "input"
 
 

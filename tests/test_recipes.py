@@ -36,8 +36,13 @@ def test_training_recipe_offline_sets_use_adam_to_memorise_on_a_cpu(dataset):
     assert recipe == TrainingRecipe("adam", 1e-3, None, 32, 1.0, 100)
 
 
+def test_training_recipe_small_mlp_on_digits_uses_fused_adam_at_twice_the_rate():
+    recipe = training_recipe("mlp-small", "digits")
+    assert recipe == TrainingRecipe("adam-fused", 2e-3, None, 32, 1.0, 100)
+
+
 def test_training_recipe_table_has_nothing_else():
-    offline = {("mlp", "digits"), ("mlp", "mnist1d")}
+    offline = {("mlp", "digits"), ("mlp", "mnist1d"), ("mlp-small", "digits")}
     assert set(RECIPES) == set(SPEC_TABLE) | offline
 
 
@@ -64,6 +69,7 @@ def test_training_recipe_unknown_combination_lists_known_ones(model, dataset):
         ({"momentum": 1.0}, ValueError, r"momentum must be in \[0, 1\)"),
         ({"momentum": None}, ValueError, r"momentum must be in \[0, 1\)"),
         ({"optimizer": "adam"}, ValueError, "momentum applies to SGD only"),
+        ({"optimizer": "adam-fused"}, ValueError, "momentum applies to SGD only"),
         ({"batch_size": 0}, ValueError, "batch_size must be at least 1"),
         ({"batch_size": 2.0}, TypeError, "batch_size must be an integer"),
         ({"max_epochs": True}, TypeError, "max_epochs must be an integer"),
@@ -101,6 +107,7 @@ def test_run_config_recipe_applies_overrides():
 def test_run_config_recipe_switching_optimizer_sets_momentum():
     assert RunConfig("cnn", "mnist", optimizer="sgd").recipe().momentum == 0.9
     assert RunConfig("mlp", "mnist", optimizer="adam").recipe().momentum is None
+    assert RunConfig("mlp", "mnist", optimizer="adam-fused").recipe().momentum is None
     assert RunConfig("mlp", "mnist", momentum=0.5).recipe().momentum == 0.5
     with pytest.raises(ValueError, match="momentum applies to SGD only"):
         RunConfig("cnn", "mnist", momentum=0.5).recipe()

@@ -202,6 +202,27 @@ def test_make_optimizer_builds_sgd_and_adam():
     assert sgd.defaults["weight_decay"] == 0
     adam = make_optimizer("adam", params, lr=2e-4)
     assert isinstance(adam, torch.optim.Adam) and adam.defaults["betas"] == (0.9, 0.999)
+    assert not adam.defaults["fused"]
+    fused = make_optimizer("adam-fused", params, lr=2e-4)
+    assert isinstance(fused, torch.optim.Adam) and fused.defaults["fused"]
+
+
+def test_make_optimizer_fused_adam_steps_as_adam_up_to_rounding():
+    torch.manual_seed(0)
+    plain, fused = nn.Linear(64, 10), nn.Linear(64, 10)
+    fused.load_state_dict(plain.state_dict())
+    optimizers = [
+        make_optimizer("adam", plain.parameters(), lr=2e-3),
+        make_optimizer("adam-fused", fused.parameters(), lr=2e-3),
+    ]
+    x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+    for _ in range(3):
+        for model, optimizer in zip((plain, fused), optimizers):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    for a, b in zip(plain.parameters(), fused.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

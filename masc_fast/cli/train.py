@@ -54,6 +54,7 @@ def register(commands) -> argparse.ArgumentParser:
     """
     from masc_fast.models import MODEL_NAMES
     from masc_fast.pipeline.runs.config import NOISE_RECIPES
+    from masc_fast.pipeline.runs.recipes import OPTIMIZERS
 
     parser = commands.add_parser("train", help=HELP, description=DESCRIPTION)
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
@@ -81,7 +82,7 @@ def register(commands) -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, help="learning rate (recipe's by default)")
     parser.add_argument("--momentum", type=float, help="SGD momentum (recipe: 0.9)")
     parser.add_argument("--batch-size", type=int, help="training batch size")
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), help="optimizer")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer")
     parser.add_argument(
         "--target-accuracy",
         type=_fraction,

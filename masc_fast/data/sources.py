@@ -49,7 +49,7 @@ def load_dataset(
         Download missing files into ``root`` first (torchvision's downloader; Tiny ImageNet
         from its official zip).
     progress : bool, default True
-        Show a tqdm bar for slow steps (decoding Tiny ImageNet's JPEGs).
+        Show a progress bar for slow steps (decoding Tiny ImageNet's JPEGs).
 
     Returns
     -------

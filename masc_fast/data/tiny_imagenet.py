@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from masc_fast._progress import progress_bar
 from masc_fast.data._missing import missing_dataset
 from masc_fast.data._npy_cache import newest_mtime_ns, read_cache, write_cache
 from masc_fast.data.catalog import dataset_info
@@ -154,7 +154,9 @@ def _decode_all(paths: list[str], *, progress: bool, description: str) -> np.nda
     pool = ThreadPoolExecutor(max_workers=_DECODE_THREADS)
     try:
         done = pool.map(decode_into, range(len(paths)))
-        for _ in tqdm(done, total=len(paths), desc=description, unit="img", disable=not progress):
+        for _ in progress_bar(
+            done, total=len(paths), desc=description, unit="img", disable=not progress
+        ):
             pass
     finally:
         # After a failed image, drop the queued ones instead of decoding them all first.
@@ -210,7 +212,7 @@ def load_tiny_imagenet(root: Path, *, download: bool = False, progress: bool = T
         Fetch and unzip :data:`TINY_IMAGENET_URL` into ``root`` first if the folder is missing
         (about 240 MB).
     progress : bool, default True
-        Show a tqdm bar while decoding.
+        Show a progress bar while decoding.
 
     Returns
     -------
@@ -229,7 +231,7 @@ def load_tiny_imagenet(root: Path, *, download: bool = False, progress: bool = T
 
     Notes
     -----
-    The first load decodes every JPEG (threads, tqdm bar) and writes about 1.35 GB of
+    The first load decodes every JPEG (threads, progress bar) and writes about 1.35 GB of
     ``.npy`` cache next to the data; later loads read the cache. If the folder is read-only
     the cache is skipped with a logged warning.
     """

@@ -10,13 +10,14 @@ from torch import nn
 
 from masc_fast.models.alexnet import ALEXNET_INPUT_SIZE, AlexNet
 from masc_fast.models.cnn import CNN, FLATTEN_WIDTH
-from masc_fast.models.mlp import MLP, check_width
+from masc_fast.models.mlp import MLP, SMALL_HIDDEN, check_width
 from masc_fast.models.resnet import ResNet18
 
 __all__ = ["MODEL_NAMES", "build_model"]
 
-#: Names :func:`build_model` accepts, in the order the paper introduces the models.
-MODEL_NAMES = ("mlp", "cnn", "alexnet", "resnet18")
+#: Names :func:`build_model` accepts: the paper's models in the order it introduces them, then
+#: ``"mlp-small"`` (the MLP with two hidden layers of 512, the one-minute demo's model).
+MODEL_NAMES = ("mlp", "cnn", "alexnet", "resnet18", "mlp-small")
 
 _RESNET_INPUT = (3, 32, 32)
 
@@ -58,8 +59,9 @@ def build_model(
 
     Parameters
     ----------
-    name : {"mlp", "cnn", "alexnet", "resnet18"}
-        Which model (SPEC §3.1-3.4).
+    name : {"mlp", "cnn", "alexnet", "resnet18", "mlp-small"}
+        Which model (SPEC §3.1-3.4); ``"mlp-small"`` is :class:`~masc_fast.models.mlp.MLP`
+        with hidden widths :data:`~masc_fast.models.mlp.SMALL_HIDDEN`.
     input_shape : sequence of int
         Shape of one sample without the batch axis: ``(1, 28, 28)`` for MNIST,
         ``(3, 32, 32)`` for CIFAR, ``(3, 64, 64)`` for Tiny ImageNet, ``(64,)`` for
@@ -104,6 +106,8 @@ def build_model(
 
     if name == "mlp":
         return MLP(math.prod(shape), num_classes)
+    if name == "mlp-small":
+        return MLP(math.prod(shape), num_classes, hidden=SMALL_HIDDEN)
     if name == "cnn":
         channels, side = _square_image("cnn", shape, FLATTEN_WIDTH)
         return CNN(channels, num_classes, image_size=side)

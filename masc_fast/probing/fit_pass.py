@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from masc_fast._progress import progress_bar
 from masc_fast._validation import BatchChecks, as_tensor
 from masc_fast.accumulator import GramAccumulator
 from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, unpack
@@ -185,7 +185,9 @@ class FitPass:
     def _stream(self, loader) -> None:
         opts = self.options
         done = len(self.fingerprints)
-        bar = tqdm(desc="probe: fit pass", unit="rows", unit_scale=True, disable=not opts.progress)
+        bar = progress_bar(
+            desc="probe: fit pass", unit="rows", unit_scale=True, disable=not opts.progress
+        )
         index = -1
         for index, batch in enumerate(loader):
             x, y, y_true = unpack(batch, index, train=True)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
+from masc_fast._progress import progress_bar
 from masc_fast._validation import BatchChecks, as_tensor
 from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, unpack
 from masc_fast.probing.phases import LayerTimer, PhaseClock
@@ -63,7 +62,7 @@ class ScorePass:
         """Score every split; the model's own test accuracy goes into ``model_counter``."""
         outcome = ScoreOutcome(Counter(), {}, set(), self.timer.seconds)
         for split, loader in splits.items():
-            bar = tqdm(
+            bar = progress_bar(
                 desc=f"probe: score {split}", unit="rows", unit_scale=True, disable=not progress
             )
             for index, batch in enumerate(loader):

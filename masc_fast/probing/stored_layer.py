@@ -13,8 +13,8 @@ import os
 from collections.abc import Mapping
 
 import torch
-from tqdm.auto import tqdm
 
+from masc_fast._progress import progress_bar
 from masc_fast.accumulator import warn_absent_class
 from masc_fast.probing.activation_store import LayerShards
 from masc_fast.probing.stored_fit import choose_stored_method, fit_stored_class
@@ -108,7 +108,7 @@ class StoredLayer:
         eigens = []
         chunk_bytes = max(1 << 20, self.memory_budget // 8)
         counts = self.counts[label_set]
-        bar = tqdm(
+        bar = progress_bar(
             range(self.num_classes),
             desc=f"probe: eigensolve {self.layer}/{label_set} ({self.method})",
             unit="class",

@@ -157,7 +157,7 @@ def fine_tune(
         From :func:`masc_fast.pipeline.experiments.retrain_files.work_state`; ``"resume"`` continues from
         ``checkpoints/last.safetensors`` when there is one.
     progress : bool
-        tqdm bars.
+        progress bars.
     on_epoch : callable or None
         Called with each committed metrics row plus ``variant`` and ``subspaces``.
 

@@ -195,7 +195,7 @@ def load_trained_run(
     device : torch.device or str, optional
         Default: CUDA if available, else the CPU.
     progress : bool, default True
-        tqdm bars of slow dataset loading.
+        progress bars of slow dataset loading.
 
     Returns
     -------

@@ -189,7 +189,7 @@ def retrain_run(
         Continue killed retrains from ``checkpoints/last.safetensors`` (and return finished
         ones as they are); without it every work directory must be empty or absent.
     progress : bool, default True
-        tqdm bars.
+        progress bars.
     max_epochs : int, optional
         Override of every variant's epoch cap (quick looks, tests); recorded in
         ``settings.json``.

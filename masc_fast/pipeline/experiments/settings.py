@@ -30,7 +30,7 @@ class ProbeSettings:
     device, backend, memory_budget
         Passed to :func:`masc_fast.probe`.
     progress : bool
-        tqdm bars.
+        progress bars.
     """
 
     variance: float = 0.99

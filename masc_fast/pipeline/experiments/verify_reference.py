@@ -20,8 +20,8 @@ import os
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from masc_fast._progress import progress_bar
 from masc_fast._validation import check_variance
 from masc_fast.pipeline.experiments.reference_targets import (
     ACCURACY_TOLERANCE,
@@ -58,7 +58,7 @@ _LAYER = "input"
 
 def _rows(loader, description: str, progress: bool):
     """Flattened float64 rows and labels: the authors projected in float64 (SPEC §5.3)."""
-    bar = tqdm(
+    bar = progress_bar(
         loader, total=len(loader), desc=description, unit="batch", leave=False, disable=not progress
     )
     for x, y in bar:
@@ -266,7 +266,9 @@ def verify_reference(
             logger.warning("verify-reference: skipping %s: %s", name, error)
     frames = []
     settings = [(name, p) for name in loaded for p in corruptions]
-    for name, p in tqdm(settings, desc="verify-reference", unit="setting", disable=not progress):
+    for name, p in progress_bar(
+        settings, desc="verify-reference", unit="setting", disable=not progress
+    ):
         train, test = loaded[name]
         frames.append(
             measure_input_layer(

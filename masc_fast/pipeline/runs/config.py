@@ -127,7 +127,7 @@ class RunConfig:
     def recipe(self) -> TrainingRecipe:
         """The training recipe with this config's overrides applied.
 
-        Overriding ``optimizer`` to ``"adam"`` drops the momentum; to ``"sgd"`` without a
+        Overriding ``optimizer`` to ``"adam"`` or ``"adam-fused"`` drops the momentum; to ``"sgd"`` without a
         ``momentum`` gives 0.9. A model/dataset pair without a row in
         :data:`masc_fast.pipeline.runs.recipes.RECIPES` needs ``optimizer``, ``lr``, ``batch_size``,
         ``target_accuracy`` and ``max_epochs``.
@@ -148,7 +148,7 @@ class RunConfig:
             values = {"momentum": None}
         values.update(overrides)
         if "momentum" not in overrides:
-            values["momentum"] = None if values["optimizer"] == "adam" else values["momentum"]
+            values["momentum"] = None if values["optimizer"] != "sgd" else values["momentum"]
             if values["optimizer"] == "sgd" and values["momentum"] is None:
                 values["momentum"] = 0.9
         return TrainingRecipe(**values)

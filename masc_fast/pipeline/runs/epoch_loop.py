@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from masc_fast._progress import progress_bar
 from masc_fast.pipeline.runs.checkpoints import load_checkpoint, save_checkpoint
 from masc_fast.pipeline.runs.files import save_snapshot
 
@@ -75,7 +75,7 @@ class EpochLoop:
     files : LoopFiles, optional
         The run directory's files; ``None`` writes nothing.
     progress : bool
-        A tqdm bar over epochs.
+        A progress bar over epochs.
     description : str
         The bar's label.
 
@@ -147,7 +147,7 @@ class EpochLoop:
         on_epoch : callable, optional
             Called with a copy of each row once its epoch is committed.
         """
-        bar = tqdm(
+        bar = progress_bar(
             total=self.max_epochs,
             initial=self.epoch,
             desc=self.description,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from masc_fast._progress import progress_bar
 from masc_fast.activations import model_device
 
 __all__ = ["EpochStats", "evaluate", "train_epoch"]
@@ -51,7 +51,7 @@ class EpochStats:
 
 def _batch_bar(loader, progress: bool, description: str):
     total = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(
+    return progress_bar(
         loader, desc=description, total=total, unit="batch", leave=False, disable=not progress
     )
 
@@ -145,7 +145,7 @@ def train_epoch(
         Run forward and loss under ``torch.autocast(device.type, dtype)``, e.g.
         ``torch.bfloat16`` on CUDA. ``None`` (default): full precision.
     progress : bool, default False
-        A transient tqdm bar over the batches.
+        A transient progress bar over the batches.
     description : str, default "batches"
         Label of that bar.
 

@@ -105,7 +105,7 @@ def train_run(
         metrics and best so far); a finished run (``summary.json`` present) is returned as
         is, without training; an empty directory starts a new run.
     progress : bool, default True
-        tqdm bars over epochs (train and test accuracy) and over each epoch's batches.
+        progress bars over epochs (train and test accuracy) and over each epoch's batches.
     on_epoch : callable, optional
         Called with each new metrics row (a dict keyed by :data:`METRIC_COLUMNS`).
 

@@ -140,7 +140,7 @@ def train_prepared(
     resume : bool, default False
         Continue the run in ``run_dir`` (see :func:`train_run`).
     progress : bool, default True
-        tqdm bars over epochs and over each epoch's batches.
+        progress bars over epochs and over each epoch's batches.
     on_epoch : callable, optional
         Called with a copy of each new metrics row after the epoch is committed.
 

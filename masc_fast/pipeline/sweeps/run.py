@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from masc_fast._io import atomic_write_text
+from masc_fast._progress import progress_bar
 from masc_fast.pipeline.results_table import (
     check_format,
     completed_cells,
@@ -86,7 +86,7 @@ def run_sweep(
         columns (model, dataset, p, seed, experiment) may be left out and are filled from
         the cell. The CLI passes :func:`masc_fast.pipeline.sweeps.cells.run_cell`.
     progress : bool, default True
-        A tqdm bar over the cells.
+        A progress bar over the cells.
 
     Returns
     -------
@@ -115,7 +115,9 @@ def run_sweep(
     todo = [cell for cell in cells if cell.cell_id not in done]
     skipped = len(cells) - len(todo)
     logger.info("sweep %s: %d cells, %d done, %d to run", spec.out, len(cells), skipped, len(todo))
-    bar = tqdm(total=len(cells), initial=skipped, desc="sweep", unit="cell", disable=not progress)
+    bar = progress_bar(
+        total=len(cells), initial=skipped, desc="sweep", unit="cell", disable=not progress
+    )
     try:
         for cell in todo:
             bar.set_postfix_str(cell.cell_id, refresh=True)

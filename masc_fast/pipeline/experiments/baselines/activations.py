@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 from torch import nn
-from tqdm.auto import tqdm
 
 from masc_fast._io import atomic_path
+from masc_fast._progress import progress_bar
 
 __all__ = ["split_activations"]
 
@@ -91,7 +91,7 @@ def split_activations(
         Normalise every BatchNorm per sample (:func:`masc_fast.models.batchnorm_per_sample`).
         The caller keeps files of the two modes in different folders.
     progress : bool, default True
-        A tqdm bar over the batches of the forward pass.
+        A progress bar over the batches of the forward pass.
 
     Returns
     -------
@@ -151,7 +151,7 @@ def split_activations(
             mode = batchnorm_per_sample(model) if bn_train_mode else nullcontext()
             start = 0
             with mode, tap.attached():
-                batches = tqdm(
+                batches = progress_bar(
                     loader,
                     desc=f"activations {split.name} {split.split}",
                     disable=not progress,

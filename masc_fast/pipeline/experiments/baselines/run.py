@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from masc_fast._progress import progress_bar
 from masc_fast.pipeline.experiments.baselines.activations import split_activations
 from masc_fast.pipeline.experiments.baselines.probes import PROBE_NAMES, make_probe
 from masc_fast.pipeline.results_table import RESULT_COLUMNS, tidy_rows
@@ -232,7 +232,7 @@ def run_baselines(
     label_sets = {"corrupted": corrupted_labels, "true": true_labels}
     truth = test.labels.numpy()
     rows = []
-    bar = tqdm(
+    bar = progress_bar(
         total=len(selected) * len(_LABEL_SETS) * len(probes), desc="baselines", disable=not progress
     )
     with bar:
