@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _authors import authors_predict
 from _gpu import DEVICE, INTERPRET, SKIP_REASON, scoring_case
 
 from masc_fast.backends.torch_ops import precision_product
@@ -70,22 +71,9 @@ def _triton_scores(x, basis, offsets, precision):
 
 
 def _authors_predict(x, basis, offsets):
-    """SPEC §5.3, float64 in chunks of 100; returns the argmin-angle class per row."""
+    """SPEC §5.3 (bench/_authors.py) on packed bases; the argmin-angle class per row."""
     bounds = offsets.tolist()
-    bases = [basis[:, lo:hi].double().T for lo, hi in zip(bounds[:-1], bounds[1:])]
-    predictions = []
-    for start in range(0, x.shape[0], 100):
-        chunk = x[start : start + 100].double()
-        angles = []
-        for v in bases:
-            p = (chunk @ v.T) @ v
-            inner = torch.diagonal(chunk @ p.T)
-            cos = inner / (
-                torch.linalg.vector_norm(chunk, dim=1) * torch.linalg.vector_norm(p, dim=1)
-            )
-            angles.append(torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))))
-        predictions.append(torch.stack(angles).min(dim=0).indices)
-    return torch.cat(predictions)
+    return authors_predict(x, [basis[:, lo:hi].T for lo, hi in zip(bounds[:-1], bounds[1:])])
 
 
 def _gemm(x, basis, precision):

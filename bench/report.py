@@ -3,6 +3,8 @@
 Usage: python bench/report.py RUN.json [RUN2.json ...] --command "..." > bench/RESULTS.md
 A group found in several files is taken whole from the last one. Each group becomes a table: backend, median time, rate, peak memory, agreement with the
 reference, and the speed-up over the reference and over torch measured in that same run.
+Groups named ``floor-<workload>`` (bench_floor.py) together become one table instead, a row per
+workload: the engine's times next to its floor's parts, the reference and the authors' way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,70 @@ def _cell(key: str, value) -> str:
     if value is None:
         return "–"
     return f"{value:.0%}" if key.startswith("fraction") else str(value)
+
+
+def _seconds(value) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def render_floor(groups: dict[str, list]) -> list[str]:
+    """One table, a row per ``floor-<workload>`` group (the methods of bench_floor.py)."""
+    lines = [
+        "| workload | n × d, K | engine fit s | engine predict s | engine s | floor Gram s | "
+        "floor eigh s | floor scoring s | floor s | engine / floor | reference s | authors s | "
+        "Σ r_k (Σ min(r_k, d − r_k)) | r_k = reference | agreement |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for group, benches in groups.items():
+        rows = {b["extra_info"].get("method"): b for b in benches}
+        median = {method: bench["stats"]["median"] for method, bench in rows.items()}
+        engine = rows.get("engine", {}).get("extra_info", {})
+        floor = rows.get("floor", {}).get("extra_info", {})
+        info = engine or floor or benches[0]["extra_info"]
+        ratio = median.get("engine"), median.get("floor")
+        agreement = engine.get("agreement_with_reference")
+        equal = engine.get("ranks_equal_reference")
+        lines.append(
+            f"| {group.removeprefix('floor-')} | {info.get('shape', '–')} | "
+            f"{_seconds(engine.get('fit_s'))} | {_seconds(engine.get('predict_s'))} | "
+            f"{_seconds(median.get('engine'))} | {_seconds(floor.get('gram_s'))} | "
+            f"{_seconds(floor.get('eigh_s'))} | {_seconds(floor.get('scoring_s'))} | "
+            f"{_seconds(median.get('floor'))} | "
+            f"{f'{ratio[0] / ratio[1]:.2f}×' if all(ratio) else '–'} | "
+            f"{_seconds(median.get('reference'))} | {_seconds(median.get('authors'))} | "
+            f"{info.get('components', '–')} ({info.get('complement_columns', '–')}) | "
+            f"{'–' if equal is None else ('yes' if equal else 'no')} | "
+            f"{'–' if agreement is None else f'{agreement:.4%}'} |"
+        )
+    lines += [
+        "",
+        "Where the engine's time goes (its pieces run apart, medians; engine / floor):",
+        "",
+        "| workload | Gram s | eigensolve s (solver per class) | scoring s | "
+        "engine s − its pieces |",
+        "|---|---|---|---|---|",
+    ]
+    for group, benches in groups.items():
+        rows = {b["extra_info"].get("method"): b for b in benches}
+        engine = rows.get("engine", {}).get("extra_info", {})
+        floor = rows.get("floor", {}).get("extra_info", {})
+        pieces = [engine.get(key) for key in ("gram_s", "eigensolve_s", "scoring_s")]
+        total = rows.get("engine", {}).get("stats", {}).get("median")
+        rest = total - sum(pieces) if total is not None and None not in pieces else None
+        solvers = ", ".join(f"{n} {name}" for name, n in engine.get("eigensolver", {}).items())
+        lines.append(
+            f"| {group.removeprefix('floor-')} | {_versus(pieces[0], floor.get('gram_s'))} | "
+            f"{_versus(pieces[1], floor.get('eigh_s'))} ({solvers or '–'}) | "
+            f"{_versus(pieces[2], floor.get('scoring_s'))} | {_seconds(rest)} |"
+        )
+    return lines + [""]
+
+
+def _versus(engine, floor) -> str:
+    """``engine / floor (ratio×)`` in seconds."""
+    if engine is None or floor is None:
+        return "–"
+    return f"{_seconds(engine)} / {_seconds(floor)} ({engine / floor:.2f}×)"
 
 
 def render(paths, command: str) -> str:
@@ -45,7 +111,12 @@ def render(paths, command: str) -> str:
         f"Command: `{command}`",
         "",
     ]
+    floor = {group: benches for group, benches in groups.items() if group.startswith("floor-")}
+    if floor:
+        lines += render_floor(floor)
     for group, benches in groups.items():
+        if group in floor:
+            continue
         medians = {b["extra_info"].get("backend"): b["stats"]["median"] for b in benches}
         # Columns only some benchmarks record (GPU runs), shown where a group has them.
         optional = [
