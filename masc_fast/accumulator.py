@@ -236,10 +236,12 @@ class GramAccumulator:
             if kept_list is None:
                 continue
             # Only a class whose every row came back keeps them (older checkpoints held none).
-            full = int(kept[label]) == int(self._counts[label]) and int(kept[label]) > 0
-            self._small[label] = [rows[labels == label].to(self.device)] if full else None
-            if int(self._counts[label]) == 0:
+            count = int(self._counts[label])
+            if count == 0:
                 self._small[label] = []
+            else:
+                full = int(kept[label]) == count
+                self._small[label] = [rows[labels == label].to(self.device)] if full else None
 
     def merge(self, other: GramAccumulator) -> GramAccumulator:
         """Add another accumulator's rows to this one (e.g. from another worker); returns self."""
@@ -253,9 +255,11 @@ class GramAccumulator:
         self.gram += other.gram.to(device=self.device, dtype=self.gram.dtype)
         for label in range(self.num_classes):
             mine, theirs = self._small[label], other._small[label]
-            if mine is None or theirs is None:
-                self._small[label] = None
-            elif int(self._counts[label] + other._counts[label]) >= self.dim:
+            if (
+                mine is None
+                or theirs is None
+                or self._counts[label] + other._counts[label] >= self.dim
+            ):
                 self._small[label] = None
             else:
                 mine += [rows.to(self.device) for rows in theirs]

@@ -18,7 +18,11 @@ import torch
 from masc_fast._io import atomic_path
 from masc_fast._validation import as_tensor, check_activations, check_variance
 from masc_fast._version import __version__
-from masc_fast.linalg.spectra import ClassEigen, components_for_variance
+from masc_fast.linalg.spectra import (
+    ClassEigen,
+    components_for_variance,
+    scored_through_complement,
+)
 from masc_fast.scoring import ScoreResult, compute_dtype, score_rows, scores_to_angles
 
 __all__ = ["ClassSubspaces", "PackedBases"]
@@ -128,7 +132,9 @@ class ClassSubspaces:
         fit holds all d eigenvectors, as the exact solver keeps them when ``r_k > d/2``)."""
         return torch.tensor(
             [
-                eigen is not None and eigen.vectors.shape[1] == self.dim and 2 * rank > self.dim
+                eigen is not None
+                and eigen.vectors.shape[1] == self.dim
+                and scored_through_complement(rank, self.dim)
                 for eigen, rank in zip(self._eigens, self.num_components.tolist())
             ],
             dtype=torch.bool,

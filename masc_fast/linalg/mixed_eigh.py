@@ -41,6 +41,7 @@ from masc_fast.linalg.spectra import (
     ClassEigen,
     components_for_variance,
     exact_class_eigen,
+    scored_through_complement,
 )
 
 __all__ = [
@@ -141,7 +142,7 @@ def _float32_class_eigen(
         return None
     rank_cap = certain_rank(values, error, rank_bound)
     keep = components_for_variance(values, total, variance, rank_cap)
-    kept = vectors if 2 * keep > gram.shape[0] else vectors[:, :keep]
+    kept = vectors if scored_through_complement(keep, gram.shape[0]) else vectors[:, :keep]
     return ClassEigen(values[:rank_cap], kept, total, rank_cap, "exact_fp32")
 
 

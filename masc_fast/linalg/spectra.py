@@ -17,6 +17,7 @@ __all__ = [
     "exact_class_eigen",
     "exact_eigh",
     "numerical_rank",
+    "scored_through_complement",
 ]
 
 
@@ -63,6 +64,12 @@ def exact_eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.flip(0).clamp_min_(0.0), vectors.flip(1)
 
 
+def scored_through_complement(keep: int, dim: int) -> bool:
+    """Whether a class keeping ``keep`` of ``dim`` components is cheaper to score through the
+    ``dim − keep`` it leaves out (more than half kept); its fit then holds all ``dim`` vectors."""
+    return 2 * keep > dim
+
+
 def exact_class_eigen(gram: torch.Tensor, *, variance: float, rank_bound: int) -> ClassEigen:
     """One class by full ``eigh``: values up to the numerical rank, vectors the rule keeps,
     or all d of them when it keeps more than half (the class is then scored through the
@@ -71,5 +78,5 @@ def exact_class_eigen(gram: torch.Tensor, *, variance: float, rank_bound: int) -
     total = float(values.sum())
     rank_cap = min(rank_bound, numerical_rank(values, gram.shape[0]))
     keep = components_for_variance(values, total, variance, rank_cap)
-    kept = vectors if 2 * keep > gram.shape[0] else vectors[:, :keep]
+    kept = vectors if scored_through_complement(keep, gram.shape[0]) else vectors[:, :keep]
     return ClassEigen(values[:rank_cap], kept, total, rank_cap, "exact")
