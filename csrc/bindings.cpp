@@ -194,6 +194,12 @@ void gram_update(py::array gram, const py::array& x, const py::array& labels,
   }
 }
 
+// Where the table's GEMMs come from now (blas_source()).
+std::string& gemm_source() {
+  static std::string source = "scipy.linalg.cython_blas";
+  return source;
+}
+
 // Fill the BLAS table from scipy.linalg.cython_blas (see blas.h for why this route).
 void load_blas() {
   py::dict capi = py::module_::import("scipy.linalg.cython_blas").attr("__pyx_capi__");
@@ -208,6 +214,19 @@ void load_blas() {
   table.dgemm = reinterpret_cast<masc_fast::dgemm_fn>(pointer("dgemm"));
   table.ssyrk = reinterpret_cast<masc_fast::ssyrk_fn>(pointer("ssyrk"));
   table.dsyrk = reinterpret_cast<masc_fast::dsyrk_fn>(pointer("dsyrk"));
+  table.gemm_threads_local = nullptr;
+  gemm_source() = "scipy.linalg.cython_blas";
+}
+
+// Take sgemm/dgemm (Fortran BLAS, LP64) from the given addresses; threads_local (0: none) is
+// MKL's MKL_Set_Num_Threads_Local, called around each GEMM to keep it on its thread.
+void use_gemm(uintptr_t sgemm, uintptr_t dgemm, uintptr_t threads_local, std::string source) {
+  MASC_CHECK(sgemm != 0 && dgemm != 0, "use_gemm needs both sgemm and dgemm addresses");
+  masc_fast::BlasTable& table = masc_fast::blas_table();
+  table.sgemm = reinterpret_cast<masc_fast::sgemm_fn>(sgemm);
+  table.dgemm = reinterpret_cast<masc_fast::dgemm_fn>(dgemm);
+  table.gemm_threads_local = reinterpret_cast<masc_fast::threads_local_fn>(threads_local);
+  gemm_source() = std::move(source);
 }
 
 constexpr const char* kSubspaceScoresDoc = R"doc(
@@ -242,8 +261,16 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "Private C++ ops of masc_fast; call them through masc_fast.backends.cpp_ops.";
   m.attr("__version__") = MASC_FAST_VERSION;
   m.attr("has_openmp") = masc_fast::has_openmp();
-  m.attr("blas_source") = "scipy.linalg.cython_blas";
   load_blas();
+  m.def(
+      "blas_source",
+      [] { return "GEMM from " + gemm_source() + ", SYRK from scipy.linalg.cython_blas"; },
+      "Where the ops' BLAS routines come from.");
+  m.def("use_gemm", &use_gemm, py::arg("sgemm"), py::arg("dgemm"), py::arg("threads_local"),
+        py::arg("source"),
+        "Call sgemm/dgemm at these addresses (Fortran BLAS, LP64); threads_local: MKL's "
+        "MKL_Set_Num_Threads_Local or 0. Not thread-safe against running ops.");
+  m.def("use_scipy_blas", &load_blas, "Back to SciPy's BLAS for every routine.");
 
   m.def("subspace_scores", &subspace_scores, py::arg("x").noconvert(),
         py::arg("basis").noconvert(), py::arg("offsets").noconvert(), py::arg("block_rows"),

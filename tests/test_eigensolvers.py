@@ -270,3 +270,99 @@ def test_subspace_iteration_restricts_a_stack_to_the_rows_asked_for():
     # member k's top eigenvalue is k + 1, and Ritz values never exceed it: the one left is #2
     assert all(top <= k + 1 + 1e-12 for k, top in enumerate(tops[0]))
     assert 2 < tops[1][0] <= 3 + 1e-12
+
+
+# ---------------------------------------------------------------- when to give up, per layer
+
+
+def _gram_with_spectrum(values: torch.Tensor, seed: int) -> torch.Tensor:
+    """``V diag(values) Vᵀ`` with V random orthonormal (d × d)."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = values.numel()
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64)).Q
+    return (basis * values) @ basis.T
+
+
+@pytest.mark.parametrize("kept", [0.1, 0.5, 0.9])
+def test_components_needed_is_a_lower_bound_on_exact_leading_values(kept):
+    """Given the exact leading b eigenvalues, ``components_needed`` never exceeds the count
+    the rule asks for (the tail's values are at most the middle one) and, on these spectra
+    whose kept values fall only from 1 to 1/2, is at least half of it."""
+    from masc_fast.linalg.subspace_iteration import RitzRule
+    from masc_fast.testing.synthetic import component_spectrum
+
+    dim = 512
+    values = component_spectrum(dim, round(kept * dim)).to(torch.float64)
+    total = float(values.sum())
+    needed = components_for_variance(values, total, 0.99, rank_cap=dim)
+    rule = RitzRule(dim, 0.99, 1e-7)
+    for block in (16, 48, 96):
+        if block >= needed:
+            continue
+        estimate = rule.components_needed(values[:block], total)
+        assert block <= estimate <= needed, (block, estimate, needed)
+        assert estimate >= 0.5 * needed, (block, estimate, needed)
+    assert rule.components_needed(values, total) == 0  # nothing missing
+    assert RitzRule(dim, 5, 1e-7).components_needed(values[:16], total) == 0  # a count
+
+
+def test_partial_gives_up_after_one_step_when_the_estimate_is_past_a_quarter():
+    """90 % of d = 1024 kept: the first 48-column block's estimate (~860) is far past d/4, so
+    the partial solver stops after its first Rayleigh–Ritz step and exact eigh runs."""
+    import importlib
+
+    from masc_fast.testing.synthetic import component_spectrum
+
+    iteration = importlib.import_module("masc_fast.linalg.subspace_iteration")
+    dim = 1024
+    gram = _gram_with_spectrum(component_spectrum(dim, 922).to(torch.float64), seed=1)
+    steps = []
+    original = iteration.RitzRule.verdict
+
+    def counted(self, values, residuals, **kwargs):
+        verdict = original(self, values, residuals, **kwargs)
+        steps.append(verdict.next_block)
+        return verdict
+
+    iteration.RitzRule.verdict = counted
+    try:
+        result = class_eigh(gram, variance=0.99, count=10 * dim)
+    finally:
+        iteration.RitzRule.verdict = original
+    assert steps == [0]
+    assert result.method == "exact"
+    assert components_for_variance(result.values, result.total, 0.99, result.rank_cap) == 922
+
+
+def test_class_eighs_follows_the_class_before_it():
+    """On ``auto`` a class after one keeping more than d/4 goes straight to exact eigh; a class
+    keeping few sends the next back to the partial solver; results equal one class at a time."""
+    from masc_fast.linalg.eigensolvers import class_eighs
+    from masc_fast.testing.synthetic import component_spectrum
+
+    dim = 300
+    wide = component_spectrum(dim, 200).to(torch.float64)  # r = 200 > 75
+    narrow = _known_gram(dim, 20, seed=9)[2]  # r < 20
+    grams = torch.stack(
+        [
+            _gram_with_spectrum(spectrum, seed)
+            for seed, spectrum in enumerate([narrow, wide, wide, narrow, narrow, wide])
+        ]
+    )
+    counts = [10 * dim] * 6
+    counts[4] = 0  # a class without rows is skipped and does not reset the rule
+    eigens = class_eighs(grams, variance=0.99, counts=counts)
+    methods = [None if eigen is None else eigen.method for eigen in eigens]
+    # class 1 tries partial (gives up: "exact"), class 2 follows it straight to exact,
+    # class 3 (after a wide one) is exact too, class 5 follows the narrow class 3 to partial,
+    # gives up and is exact.
+    assert methods == ["partial", "exact", "exact", "exact", None, "exact"]
+    for label, eigen in enumerate(eigens):
+        if eigen is None:
+            continue
+        alone = class_eigh(grams[label], variance=0.99, count=counts[label], method="exact")
+        keep = alone.vectors.shape[1]
+        assert eigen.vectors.shape[1] == keep
+        assert_close_report(
+            _projector(eigen.vectors), _projector(alone.vectors), 1e-5, 0.0, f"class {label}"
+        )

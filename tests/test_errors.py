@@ -68,7 +68,7 @@ def test_probe_nan_in_hidden_layer_names_that_layer():
 def test_probe_inf_activation_names_layer_and_batch():
     with pytest.raises(
         ValueError,
-        match=r"layer 'input', batch 2: activations contain Inf "
+        match=r"layer 'input', batch 2: activations contain inf "
         r"values in 1 of 6 rows \(first bad row 4\)",
     ):
         _probe(_batches(inf_at=2))
@@ -100,7 +100,7 @@ def test_huge_finite_activations_pass_and_opposite_infs_are_caught():
     assert accumulator.counts.tolist() == [2, 2]
     bad = torch.ones(4, 3)
     bad[0, 0], bad[3, 1] = float("inf"), float("-inf")
-    with pytest.raises(ValueError, match=r"batch 1: activations contain Inf values in 2 of 4 rows"):
+    with pytest.raises(ValueError, match=r"batch 1: activations contain inf values in 2 of 4 rows"):
         accumulator.update(bad, torch.tensor([0, 1, 0, 1]))
 
 
@@ -109,7 +109,7 @@ def test_score_inf_names_layer(fitted):
     x[2, 0] = -math.inf
     with pytest.raises(
         ValueError,
-        match=r"layer 'fc1': activations contain Inf values in 1 of 3 "
+        match=r"layer 'fc1': activations contain inf values in 1 of 3 "
         r"rows \(first bad row 2\)",
     ):
         fitted.predict(x)
@@ -357,7 +357,7 @@ _DEFERRED_CASES = {
     ),
     "inf": (
         lambda: (_batches(inf_at=2), None, {}),
-        r"layer 'input', batch 2: activations contain Inf values in 1 of 6 rows "
+        r"layer 'input', batch 2: activations contain inf values in 1 of 6 rows "
         r"\(first bad row 4\)",
     ),
     "hidden layer": (

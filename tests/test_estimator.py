@@ -138,3 +138,30 @@ def test_float32_input(digits_split):
     assert clf32.decision_function(x_test.astype(np.float32)).dtype == np.float32
     agreement = np.mean(clf32.predict(x_test.astype(np.float32)) == clf64.predict(x_test))
     assert agreement >= 0.99
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([3, 7, 3, 9, 9, 0], dtype=np.int64),  # gaps: the counting pass
+        np.array([5, 5, 5], dtype=np.uint8),
+        np.array([-2, 4, -2, 1]),  # negative: the sort
+        np.array([10**9, 3, 10**9]),  # large values: the sort
+        np.array(["cat", "dog", "cat"]),
+        np.array([0.0, 2.0, 2.0]),
+    ],
+)
+def test_label_encoding_equals_numpy_unique(labels):
+    from masc_fast.estimator import _encode_labels
+
+    classes, encoded = _encode_labels(labels)
+    expected_classes, expected = np.unique(labels, return_inverse=True)
+    assert np.array_equal(classes, expected_classes) and classes.dtype == expected_classes.dtype
+    assert np.array_equal(encoded, expected) and encoded.dtype == np.int64
+
+
+def test_continuous_targets_still_refused():
+    from masc_fast.estimator import _encode_labels
+
+    with pytest.raises(ValueError, match="Unknown label type"):
+        _encode_labels(np.array([0.5, 1.25, 2.0]))

@@ -8,8 +8,9 @@ tensors to the bindings with ``Tensor.numpy()`` (no copy).
 Threads. The ops parallelise with OpenMP over ``threads`` workers (default: torch's own count,
 ``torch.get_num_threads()``, or ``MASC_FAST_NUM_THREADS``), and each worker calls SciPy's BLAS
 single-threaded: :func:`_single_threaded_blas` limits every BLAS pool to one thread (with
-threadpoolctl) for the duration of a call, so the process never runs more than ``threads``
-busy threads. The extension's OpenMP runtime is the one torch already loaded (the dynamic
+threadpoolctl) for the duration of a call, and torch's MKL GEMM, where the ops use it
+(:mod:`masc_fast.backends.cpu_gemm`), is kept to the calling thread around each call, so the
+process never runs more than ``threads`` busy threads. The extension's OpenMP runtime is the one torch already loaded (the dynamic
 loader resolves ``libgomp.so.1`` to torch's copy), so the two pools are one runtime;
 ``tests/test_cpp_threads.py`` checks both in one process.
 """
@@ -24,6 +25,7 @@ from types import ModuleType
 import torch
 
 from masc_fast.backends import optional_import, required_import
+from masc_fast.backends.cpu_gemm import choose_gemm
 from masc_fast.backends.torch_ops import complement_flags
 
 __all__ = [
@@ -57,9 +59,13 @@ _BLOCK_COLS, _MIN_BLOCK_COLS = 512, 64
 IMPORTS = ("masc_fast._C",)
 
 
+@functools.cache
 def _ext() -> ModuleType:
-    """``masc_fast._C``, imported once; raises ImportError (with the original cause) if absent."""
-    return required_import(IMPORTS[0])
+    """``masc_fast._C``, imported once with its GEMM chosen (:mod:`.cpu_gemm`); raises
+    ImportError (with the original cause) if absent."""
+    ext = required_import(IMPORTS[0])
+    choose_gemm(ext)
+    return ext
 
 
 def is_available() -> tuple[bool, str]:
@@ -120,7 +126,7 @@ def describe() -> str:
     ]
     openmp = "OpenMP" if ext.has_openmp else "no OpenMP (one thread)"
     return (
-        f"{openmp}, {default_threads()} threads, BLAS from {ext.blas_source}"
+        f"{openmp}, {default_threads()} threads, {ext.blas_source()}"
         f" ({', '.join(blas) or 'version unknown'})"
     )
 

@@ -31,8 +31,9 @@ import logging
 import torch
 
 from masc_fast.linalg.mixed_eigh import certified_class_eigen
-from masc_fast.linalg.spectra import ClassEigen, exact_class_eigen
+from masc_fast.linalg.spectra import ClassEigen, components_for_variance, exact_class_eigen
 from masc_fast.linalg.subspace_iteration import (
+    MAX_BLOCK_FRACTION,
     DenseGram,
     RitzRule,
     Step,
@@ -45,6 +46,7 @@ __all__ = [
     "METHODS",
     "check_method",
     "class_eigh",
+    "class_eighs",
     "partial_eigh",
     "uses_partial",
 ]
@@ -149,3 +151,38 @@ def class_eigh(
             gram, variance=variance, rank_bound=rank_bound, thresholds=thresholds
         )
     return exact_class_eigen(gram, variance=variance, rank_bound=rank_bound)
+
+
+def class_eighs(
+    grams,
+    *,
+    variance: float,
+    counts,
+    method: str = "auto",
+    tol: float = 1e-7,
+    thresholds: tuple[float, ...] = (),
+) -> list[ClassEigen | None]:
+    """:func:`class_eigh` for the classes of one layer in turn (``None`` where
+    ``counts[k] == 0``).
+
+    On ``"auto"`` a class goes straight to exact eigh when the class before it kept more than
+    the partial solver's give-up width (a quarter of d): the classes of one layer share the
+    shape of their spectrum, and a partial attempt that gives up costs ~40 % of an exact eigh
+    (Fashion-MNIST pixels, r_k = 214-380 of 784: 0.037 s against 0.087 s per class). A class
+    keeping few components sends the next one back to the partial solver. Same components
+    either way (the solvers agree within ``tol``).
+    """
+    eigens: list[ClassEigen | None] = []
+    follow_exact = False
+    for gram, count in zip(grams, counts):
+        if not count:
+            eigens.append(None)
+            continue
+        chosen = "exact" if method == "auto" and follow_exact else method
+        eigen = class_eigh(
+            gram, variance=variance, count=count, method=chosen, tol=tol, thresholds=thresholds
+        )
+        keep = components_for_variance(eigen.values, eigen.total, variance, eigen.rank_cap)
+        follow_exact = keep > MAX_BLOCK_FRACTION * gram.shape[-1]
+        eigens.append(eigen)
+    return eigens
