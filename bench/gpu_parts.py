@@ -120,6 +120,7 @@ CUDA_TESTS = (
     "tests/test_verify_reference.py",
     "tests/test_eigensolvers_batched.py",
     "tests/test_train_run.py",
+    "tests/test_scale_safety.py",
 )
 CUDA_SELECTION = "cuda or gpu or full_size or on_device"
 

@@ -2,6 +2,8 @@
 #include "gram_update.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -56,8 +58,71 @@ constexpr int64_t kAddTile = 32;
 // gram[c] entries (i, j) and (j, i), j in [j0, j1), i <= j, += the column-major panel
 // (j1 x width, ld j1) whose rows i < j0 come from the GEMM and rows j0.. from the SYRK's upper
 // triangle. Walked in square tiles so the mirrored, strided writes stay in cache.
+// A bucket's products stay normal in TX while its largest |entry| lies in
+// [2^low, 2^high]: squares of up to 1024 rows below TX's largest value, and far above its
+// smallest normal one. Outside, the bucket is scaled by a power of two (exact) and its panel
+// scaled back on the way into the Gram, so rows of 1e-30 or 1e19 in float32 are neither lost
+// nor turned into Inf (1e-30 squared is below float32's range, 1e19 squared summed is past it).
+template <typename TX>
+struct ProductRange;
+template <>
+struct ProductRange<float> {
+  static constexpr int low = -40, high = 50;
+};
+template <>
+struct ProductRange<double> {
+  static constexpr int low = -400, high = 400;
+};
+
+// Bits of a float with the sign cleared, as a signed integer of the same width: for finite
+// values their order is the order of |value|, and an integer max vectorises where a
+// floating-point one (NaN rules) does not.
+template <typename TX>
+struct MagnitudeBits;
+template <>
+struct MagnitudeBits<float> {
+  using type = int32_t;
+  static constexpr type mask = 0x7fffffff;
+};
+template <>
+struct MagnitudeBits<double> {
+  using type = int64_t;
+  static constexpr type mask = 0x7fffffffffffffffLL;
+};
+
+// Copy m rows of x (first `cols` columns, in `order`) into the row-major bucket; returns the
+// largest |entry| copied.
+template <typename TX>
+TX gather_rows(TX* bucket, const TX* x, const int64_t* order, int64_t m, int64_t d,
+               int64_t cols) {
+  for (int64_t r = 0; r < m; ++r) {
+    std::memcpy(bucket + r * cols, x + order[r] * d, sizeof(TX) * static_cast<size_t>(cols));
+  }
+  using Bits = typename MagnitudeBits<TX>::type;
+  Bits peak = 0;
+  const int64_t count = m * cols;
+  for (int64_t e = 0; e < count; ++e) {
+    Bits bits;
+    std::memcpy(&bits, bucket + e, sizeof(Bits));
+    bits &= MagnitudeBits<TX>::mask;
+    peak = bits > peak ? bits : peak;
+  }
+  TX magnitude;
+  std::memcpy(&magnitude, &peak, sizeof(TX));
+  return magnitude;
+}
+
+// The power of two 2^e that brings `peak` near 1 when it lies outside ProductRange, else 0.
+template <typename TX>
+int rescale_exponent(TX peak) {
+  if (peak == TX(0)) return 0;
+  const int exponent = std::ilogb(peak);
+  if (exponent >= ProductRange<TX>::low && exponent <= ProductRange<TX>::high) return 0;
+  return exponent;
+}
+
 template <typename TX, typename TG>
-void add_panel(TG* gram_c, int64_t d, const TX* panel, int64_t j0, int64_t j1) {
+void add_panel(TG* gram_c, int64_t d, const TX* panel, int64_t j0, int64_t j1, TG factor) {
   for (int64_t jt = j0; jt < j1; jt += kAddTile) {
     const int64_t j_end = std::min(j1, jt + kAddTile);
     for (int64_t it = 0; it < j_end; it += kAddTile) {
@@ -66,11 +131,11 @@ void add_panel(TG* gram_c, int64_t d, const TX* panel, int64_t j0, int64_t j1) {
         const TX* column = panel + (j - j0) * j1;
         const int64_t last = std::min(i_end, j);  // entries strictly above the diagonal
         for (int64_t i = it; i < last; ++i) {
-          const TG value = static_cast<TG>(column[i]);
+          const TG value = static_cast<TG>(column[i]) * factor;
           gram_c[i * d + j] += value;
           gram_c[j * d + i] += value;
         }
-        if (j >= it && j < i_end) gram_c[j * d + j] += static_cast<TG>(column[j]);
+        if (j >= it && j < i_end) gram_c[j * d + j] += static_cast<TG>(column[j]) * factor;
       }
     }
   }
@@ -84,9 +149,12 @@ void run_task(const Task& task, TG* gram, int64_t d, const TX* x, const ClassRow
   const int ld = static_cast<int>(j1);
   for (int64_t s = rows.start[task.label]; s < rows.start[task.label + 1]; s += bucket_rows) {
     const int64_t m = std::min(bucket_rows, rows.start[task.label + 1] - s);
-    for (int64_t r = 0; r < m; ++r) {
-      std::memcpy(bucket + r * j1, x + order[s + r] * d, sizeof(TX) * static_cast<size_t>(j1));
+    const int exponent = rescale_exponent(gather_rows(bucket, x, order + s, m, d, j1));
+    if (exponent != 0) {
+      const TX down = std::ldexp(TX(1), -exponent);
+      for (int64_t e = 0; e < m * j1; ++e) bucket[e] *= down;
     }
+    const TG factor = std::ldexp(TG(1), 2 * exponent);  // undoes the bucket's scale, squared
     // The bucket, row-major m x j1, is column-major Z = X_bucket^T (j1 x m, ld j1).
     // Panel rows 0..j0: Z[0:j0, :] . Z[j0:j1, :]^T; rows j0..j1: upper(Z[j0:j1] . Z[j0:j1]^T).
     if (j0 > 0) {
@@ -95,7 +163,7 @@ void run_task(const Task& task, TG* gram, int64_t d, const TX* x, const ClassRow
     }
     syrk<TX>('U', 'N', static_cast<int>(width), static_cast<int>(m), TX(1), bucket + j0, ld,
              TX(0), panel + j0, ld);
-    add_panel(gram + task.label * d * d, d, panel, j0, j1);
+    add_panel(gram + task.label * d * d, d, panel, j0, j1, factor);
   }
 }
 

@@ -36,11 +36,14 @@ class EmptyClassWarning(UserWarning):
     """A class had no usable training rows and was left out of the fit."""
 
 
-def warn_absent_class(layer: str | None, label: int, rows: int, *, stacklevel: int = 2) -> None:
-    """Warn that class ``label`` has no rows (or only zero rows) and is left out."""
-    reason = "no training rows" if rows == 0 else f"only all-zero rows ({rows})"
+def warn_absent_class(
+    layer: str | None, label: int, rows: int, *, stacklevel: int = 2, reason: str | None = None
+) -> None:
+    """Warn that class ``label`` is left out: no rows, only zero rows, or ``reason``."""
+    if reason is None:
+        reason = "has no training rows" if rows == 0 else f"has only all-zero rows ({rows})"
     warnings.warn(
-        f"{where(layer)}class {label} has {reason}; it is left out and can never be predicted",
+        f"{where(layer)}class {label} {reason}; it is left out and can never be predicted",
         EmptyClassWarning,
         stacklevel=stacklevel + 1,
     )
@@ -186,6 +189,24 @@ class GramAccumulator:
             x = x.to(self.product_dtype or self.gram.dtype)
         self._keep_small(x, y, added)
         self._ops.gram_update(self.gram, x, y)
+        if self.device.type == "cpu":  # on CUDA fit() checks, without a sync per flush
+            self._check_finite(x, y, first_batch=self.batches - 1)
+
+    def _check_finite(self, x=None, y=None, *, first_batch: int | None = None) -> None:
+        """Raise if a class Gram left float64's range (rows beyond ~1e154, float64 only: the
+        backends scale float32 rows into range), naming the layer, class and magnitude."""
+        diagonal = torch.diagonal(self.gram, dim1=1, dim2=2)
+        finite = torch.isfinite(diagonal).all(dim=1)
+        if bool(finite.all()):
+            return
+        label = int((~finite).nonzero()[0])
+        seen = "" if x is None else f" (rows up to {float(x[y == label].abs().max()):.3g})"
+        batch = "" if first_batch is None else f", flushed with batch {first_batch}"
+        raise OverflowError(
+            f"{where(self.layer)}class {label}'s Gram overflowed float64{seen}{batch}: its "
+            "squared activations pass 1.8e308; rescale the activations (MASC's subspaces do not "
+            "change with a common scale)"
+        )
 
     def _keep_small(self, x: torch.Tensor, y: torch.Tensor, added: torch.Tensor) -> None:
         """Keep the new rows of each class that still has fewer than d rows; drop the rows of
@@ -297,6 +318,7 @@ class GramAccumulator:
         """
         variance = check_variance(variance)
         self.flush()
+        self._check_finite()
         if batched is None:
             batched = self.device.type == "cuda"
         usable = []  # rows per class, 0 for the classes left out
@@ -324,6 +346,16 @@ class GramAccumulator:
         )
         for label, rows in small.items():
             eigens[label] = gram_trick_eigen(rows, variance=variance)
+        for label, eigen in enumerate(eigens):
+            if eigen is not None and not bool((eigen.values > 0).any()):
+                warn_absent_class(
+                    self.layer,
+                    label,
+                    counts[label],
+                    stacklevel=3,
+                    reason=f"has {counts[label]} rows but its Gram has no positive eigenvalue",
+                )
+                eigens[label] = None
         return ClassSubspaces(
             eigens, dim=self.dim, variance=variance, counts=self._counts.clone(), layer=self.layer
         )

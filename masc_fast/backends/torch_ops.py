@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from masc_fast._magnitude import out_of_range_exponents, rows_in_range
 from masc_fast.backends import PRECISIONS
 from masc_fast.backends.gram_forms import (
     GRAM_FORMS,
@@ -67,8 +68,33 @@ def gram_update(gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
     (:func:`masc_fast.backends.gram_forms.select_gram_form`): ``gram_update_per_class`` unless another
     form won by 1.2× or more in ``bench/bench_gram_forms.py``.
     """
+    exponents = _class_exponents(x, y, gram.shape[0])
+    if exponents is not None:
+        _scaled_gram_update(gram, x, y, exponents)
+        return
     form = select_gram_form(gram.shape[0], gram.shape[1], x.shape[0], gram.device)
     GRAM_FORMS[form](gram, x, y)
+
+
+def _class_exponents(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """Per class, the power of two its rows need to keep their products in range
+    (:mod:`masc_fast._magnitude`), or None when no class needs one (the common case)."""
+    if x.numel() == 0:
+        return None
+    peaks = torch.zeros(num_classes, dtype=x.dtype, device=x.device)
+    peaks.scatter_reduce_(0, y, x.abs().amax(dim=1), reduce="amax")
+    exponents = out_of_range_exponents(peaks, x.dtype)
+    return exponents if bool(exponents.any()) else None
+
+
+def _scaled_gram_update(gram, x, y, exponents) -> None:
+    """Each class's rows scaled by ``2^-e_k`` before the product, which goes into the Gram
+    times ``2^2e_k`` (exact); for batches with rows far outside float32's product range."""
+    for label in torch.unique(y).tolist():
+        shift = int(exponents[label])
+        rows = torch.ldexp(x[y == label], torch.tensor(float(-shift), device=x.device))
+        product = (rows.T @ rows).to(gram.dtype)
+        gram[label] += torch.ldexp(product, torch.tensor(float(2 * shift), device=x.device))
 
 
 def complement_flags(
@@ -140,6 +166,7 @@ def subspace_scores(
         raise ValueError(
             f"torch backend: float64 x is scored in float64; precision {precision!r} needs float32"
         )
+    x = rows_in_range(x)  # ‖x‖² and the energies in range for rows of 1e-30 … 1e30
     num_classes, device = len(offsets) - 1, x.device
     segment_ids = _segment_ids(offsets, device)
     flags = complement_flags(complement, num_classes, device)

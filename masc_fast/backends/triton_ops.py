@@ -14,6 +14,7 @@ from types import ModuleType
 
 import torch
 
+from masc_fast._magnitude import rows_in_range
 from masc_fast.backends import optional_import, required_import, torch_ops
 
 __all__ = ["DELEGATED", "IMPORTS", "is_available", "gram_update", "subspace_scores"]
@@ -154,6 +155,7 @@ def subspace_scores(
     if block_rows is not None and block_rows < 1:
         raise ValueError(f"triton backend: block_rows must be >= 1, got {block_rows}")
 
+    x = rows_in_range(x)  # the kernel's ‖x‖² and energies in range for rows of 1e-30 … 1e30
     offsets = offsets.to(device=x.device).contiguous()
     flags = torch_ops.complement_flags(complement, offsets.shape[0] - 1, x.device)
     n = x.shape[0]
