@@ -40,8 +40,12 @@ def as_tensor(value, name: str, *, device: torch.device | str | None = None) -> 
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
     elif isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise TypeError(f"{name} must be a numeric array, got an object array")
+        if value.dtype == object or value.dtype.kind in "USV":
+            kind = "an object" if value.dtype == object else f"a {value.dtype} (text or bytes)"
+            raise TypeError(
+                f"{name} must be a numeric array, got {kind} array; encode class labels as "
+                "integers 0 … K−1 first (MASCClassifier accepts any labels)"
+            )
         value = np.ascontiguousarray(value)
         if not value.flags.writeable:  # torch cannot wrap read-only memory safely
             value = value.copy()

@@ -14,6 +14,7 @@ import logging
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from masc_fast._validation import as_tensor, check_activations, check_labels, check_variance, where
@@ -104,7 +105,10 @@ class GramAccumulator:
         product_dtype: torch.dtype | None = None,
         keep_small_classes: bool = True,
     ):
-        if int(num_classes) < 1 or int(dim) < 1:
+        for name, value in (("num_classes", num_classes), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+        if num_classes < 1 or dim < 1:
             raise ValueError(f"num_classes and dim must be >= 1, got {num_classes} and {dim}")
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"accumulation dtype must be float32 or float64, got {dtype}")

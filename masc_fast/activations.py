@@ -46,17 +46,23 @@ def _auto_layers(model: nn.Module) -> dict[str, str]:
 def resolve_layers(
     model: nn.Module, layers: Sequence[str] | Mapping[str, str] | None
 ) -> dict[str, str]:
-    """``{display name: module name or "input"}`` for the layers to probe, in probe order."""
+    """``{display name: module name or "input"}`` for the layers to probe, in probe order.
+
+    A name in a list is a display name of ``model.masc_layers`` when the model has one (so
+    ``["fc1"]`` probes the same activations as the default table's ``fc1``, the output after
+    the ReLU, not the Linear module called ``fc1``), else a module name; a mapping
+    ``{"fc1_linear": "fc1"}`` names a module explicitly.
+    """
+    displayed = getattr(model, "masc_layers", None)
     if layers is None:
-        layers = getattr(model, "masc_layers", None)
+        layers = displayed
     if layers is None:
         selected = _auto_layers(model)
     elif isinstance(layers, Mapping):
         selected = dict(layers)
-    elif isinstance(layers, str):
-        selected = {layers: layers}
     else:
-        selected = {name: name for name in layers}
+        names = [layers] if isinstance(layers, str) else list(layers)
+        selected = {name: (displayed or {}).get(name, name) for name in names}
     if not selected:
         raise ValueError("no layers selected to probe")
     known = dict(model.named_modules())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -36,6 +36,33 @@ from masc_fast.probing.threshold_scoring import check_thresholds, fit_variance
 from masc_fast.results import ProbeResult
 
 __all__ = ["probe"]
+
+
+def check_loaders(train_loader, eval_loaders) -> None:
+    """Refuse loaders the probe cannot use, before any work: a one-shot iterator as the
+    training loader (the probe reads the training data twice: fit, then score) and eval
+    loaders that are not a mapping of split names."""
+    if isinstance(train_loader, Iterator):
+        raise TypeError(
+            f"train_loader is a one-shot iterator ({type(train_loader).__name__}); the probe "
+            "reads the training data twice (fit, then score): pass a DataLoader, a list of "
+            "batches or another re-iterable"
+        )
+    if eval_loaders is None:
+        return
+    if not isinstance(eval_loaders, Mapping):
+        raise TypeError(
+            f"eval_loaders must map split names to loaders, e.g. {{'test': test_loader}}; got "
+            f"a {type(eval_loaders).__name__}"
+        )
+    for name in eval_loaders:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"eval_loaders keys are split names (non-empty str), got {name!r}")
+        if name == "train":
+            raise ValueError(
+                "eval_loaders may not name a split 'train': the probe scores the training "
+                "loader under that name; pick another name"
+            )
 
 
 def probe(
@@ -152,6 +179,7 @@ def probe(
     >>> sorted(swept.table["variance"].unique())  # doctest: +SKIP
     [0.5, 0.99, 1.0]
     """
+    check_loaders(train_loader, eval_loaders)
     if thresholds is not None:
         if variance is not None:
             raise ValueError(

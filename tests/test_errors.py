@@ -431,3 +431,37 @@ def test_accumulator_reads_back_before_each_flush():
     assert calls == [[2, 2]]
     accumulator.flush()  # nothing staged: no read-back
     assert calls == [[2, 2]]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((3, 8.7), "dim must be an integer, got 8.7"),
+        ((3.0, 8), "num_classes must be an integer, got 3.0"),
+        ((True, 8), "num_classes must be an integer, got True"),
+    ],
+)
+def test_accumulator_sizes_must_be_integers(args, message):
+    from masc_fast import GramAccumulator
+
+    with pytest.raises(TypeError, match=message):
+        GramAccumulator(*args)
+
+
+def test_accumulator_sizes_accept_numpy_integers():
+    from masc_fast import GramAccumulator
+
+    assert GramAccumulator(np.int64(3), np.int32(4)).gram.shape == (3, 4, 4)
+
+
+@pytest.mark.parametrize("labels", [np.array(["cat", "dog"]), np.array([b"a", b"b"])])
+def test_text_labels_into_the_accumulator_are_named(labels):
+    from masc_fast import GramAccumulator
+
+    accumulator = GramAccumulator(2, 3)
+    with pytest.raises(
+        TypeError,
+        match=r"y must be a numeric array, got a .* \(text or bytes\) "
+        "array; encode class labels as integers",
+    ):
+        accumulator.update(np.ones((2, 3), np.float32), labels)

@@ -10,6 +10,7 @@ read once at the end.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from masc_fast._progress import progress_bar
@@ -18,7 +19,11 @@ from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, unpac
 from masc_fast.probing.phases import LayerTimer, PhaseClock
 from masc_fast.probing.threshold_scoring import ThresholdScorer
 
-__all__ = ["ScoreOutcome", "ScorePass"]
+__all__ = ["EmptySplitWarning", "ScoreOutcome", "ScorePass"]
+
+
+class EmptySplitWarning(UserWarning):
+    """A split's loader yielded no rows, so it has no accuracy."""
 
 
 @dataclass
@@ -65,10 +70,21 @@ class ScorePass:
             bar = progress_bar(
                 desc=f"probe: score {split}", unit="rows", unit_scale=True, disable=not progress
             )
-            for index, batch in enumerate(loader):
-                self._batch(split, index, batch, outcome, model_counter, clock, bar)
-            bar.close()
-            self.checks.raise_pending()
+            rows = 0
+            try:
+                for index, batch in enumerate(loader):
+                    rows += self._batch(split, index, batch, outcome, model_counter, clock, bar)
+                self.checks.raise_pending()
+            except (ValueError, TypeError) as error:  # name the split the batch came from
+                raise type(error)(f"split {split!r}: {error}") from error
+            finally:
+                bar.close()
+            if rows == 0:
+                warnings.warn(
+                    f"probe: split {split!r} yielded no rows; the table has no rows for it",
+                    EmptySplitWarning,
+                    stacklevel=3,
+                )
         outcome.zero_rows = {key: int(count) for key, count in outcome.zero_rows.items()}
         return outcome
 
@@ -81,7 +97,8 @@ class ScorePass:
             label_sets[TRUE] = labels_of(checks, y_true, classes, n, index, "true labels", device)
         return label_sets
 
-    def _batch(self, split, index, batch, outcome, model_counter, clock, bar):
+    def _batch(self, split, index, batch, outcome, model_counter, clock, bar) -> int:
+        """Score one batch of ``split``; returns its rows."""
         x, y, y_true = unpack(batch, index, train=split == "train")
         with clock.phase("forward"):
             output, activations = self.tap.forward(as_tensor(x, "x", device=self.device))
@@ -104,6 +121,7 @@ class ScorePass:
                         for name, labels in label_sets.items():
                             key = (layer, fitted_on, split, name, threshold)
                             outcome.counter.add(key, pred, labels)
+        return n
 
     def _predict(self, layer, fitted_on, fitted, act):
         """The backend that ran and [(threshold, predictions)] of one layer's checked rows
