@@ -127,7 +127,9 @@ class GramAccumulator:
             shape=(self.num_classes, self.dim, self._flush_rows),
         )
         self._ops = get_backend(self.backend)
-        self.gram = torch.zeros(
+        # The Grams of classes whose rows are kept (fewer than d) stay zero until they reach d
+        # rows (their Gram is then built from the rows); :attr:`gram` adds them in on reading.
+        self._gram = torch.zeros(
             (self.num_classes, self.dim, self.dim), dtype=dtype, device=self.device
         )
         self._counts = torch.zeros(self.num_classes, dtype=torch.int64)  # rows folded in
@@ -190,39 +192,75 @@ class GramAccumulator:
         added = torch.bincount(y, minlength=self.num_classes).cpu()
         self._counts += added
         if self.product_dtype is not None or x.dtype not in (torch.float32, torch.float64):
-            x = x.to(self.product_dtype or self.gram.dtype)
-        self._keep_small(x, y, added)
-        self._ops.gram_update(self.gram, x, y)
+            x = x.to(self.product_dtype or self._gram.dtype)
+        small = [label for label, kept in enumerate(self._small) if kept is not None]
+        if small:
+            x, y = self._keep_small(x, y, added, small)
+        if x.shape[0]:
+            self._ops.gram_update(self._gram, x, y)
         if self.device.type == "cpu":  # on CUDA fit() checks, without a sync per flush
             self._check_finite(x, y, first_batch=self.batches - 1)
+
+    @property
+    def gram(self) -> torch.Tensor:
+        """The (K, d, d) Grams ``Σ x xᵀ`` per class (staged rows not yet folded in). Classes
+        still keeping their rows are added from them on reading (a copy then)."""
+        kept = [(label, self._small_rows(label)) for label in range(self.num_classes)]
+        kept = [(label, rows) for label, rows in kept if rows is not None]
+        if not kept:
+            return self._gram
+        gram = self._gram.clone()
+        for label, rows in kept:
+            rows = rows.to(gram.dtype)
+            gram[label] += rows.T @ rows
+        return gram
 
     def _check_finite(self, x=None, y=None, *, first_batch: int | None = None) -> None:
         """Raise if a class Gram left float64's range (rows beyond ~1e154, float64 only: the
         backends scale float32 rows into range), naming the layer, class and magnitude."""
-        diagonal = torch.diagonal(self.gram, dim1=1, dim2=2)
+        diagonal = torch.diagonal(self._gram, dim1=1, dim2=2)
         finite = torch.isfinite(diagonal).all(dim=1)
         if bool(finite.all()):
             return
         label = int((~finite).nonzero()[0])
-        seen = "" if x is None else f" (rows up to {float(x[y == label].abs().max()):.3g})"
-        batch = "" if first_batch is None else f", flushed with batch {first_batch}"
-        raise OverflowError(
-            f"{where(self.layer)}class {label}'s Gram overflowed float64{seen}{batch}: its "
+        peak = None if x is None else float(x[y == label].abs().max())
+        raise self._overflow(label, peak, first_batch)
+
+    def _overflow(self, label: int, peak: float | None, batch: int | None) -> OverflowError:
+        """The error for class ``label`` whose Gram cannot be held in float64."""
+        seen = "" if peak is None else f" (rows up to {peak:.3g})"
+        flushed = "" if batch is None else f", flushed with batch {batch}"
+        return OverflowError(
+            f"{where(self.layer)}class {label}'s Gram overflowed float64{seen}{flushed}: its "
             "squared activations pass 1.8e308; rescale the activations (MASC's subspaces do not "
             "change with a common scale)"
         )
 
-    def _keep_small(self, x: torch.Tensor, y: torch.Tensor, added: torch.Tensor) -> None:
-        """Keep the new rows of each class that still has fewer than d rows; drop the rows of
-        a class that reaches d (its Gram serves from then on)."""
-        for label in torch.nonzero(added).flatten().tolist():
-            kept = self._small[label]
-            if kept is None:
+    def _keep_small(self, x, y, added, small: list[int]):
+        """Keep the new rows of the classes in ``small`` (those with fewer than d rows before
+        this flush) instead of adding them to the Grams; a class reaching d rows has its Gram
+        built from all its rows and its rows dropped. Returns the rows for the Grams."""
+        small_labels = torch.tensor(small, device=y.device)
+        in_small = torch.isin(y, small_labels)
+        reached = []
+        for label in small:
+            if not int(added[label]):
                 continue
+            self._small[label].append(x[y == label])
             if int(self._counts[label]) >= self.dim:
+                reached.append(label)
+        if not bool(in_small.any()):
+            return x, y
+        x, y = x[~in_small], y[~in_small]
+        if reached:  # their rows, all of them, go to the Gram update with this flush's
+            rows = [torch.cat(self._small[label]) for label in reached]
+            labels = [
+                torch.full((len(r),), label, device=y.device) for label, r in zip(reached, rows)
+            ]
+            x, y = torch.cat([x, *rows]), torch.cat([y, *labels])
+            for label in reached:
                 self._small[label] = None
-            else:
-                kept.append(x[y == label])
+        return x, y
 
     def _small_rows(self, label: int) -> torch.Tensor | None:
         """Class ``label``'s rows if they were kept (fewer than d), else None."""
@@ -232,10 +270,19 @@ class GramAccumulator:
         return torch.cat(kept)
 
     def state(self) -> dict[str, torch.Tensor]:
-        """Tensors that :meth:`restore` takes back (Grams, counts and the kept rows of small
-        classes, staged rows folded in)."""
+        """Tensors that :meth:`restore` takes back: the Grams of the classes with d rows or
+        more (``gram``, listed in ``gram_labels``), counts, and the rows of the classes with
+        fewer (their Grams are not kept: a class of 135 rows in 2048 dimensions is 1 MiB of
+        rows against 32 MiB of float64 Gram). Staged rows are folded in first."""
         self.flush()
-        state = {"gram": self.gram.cpu().clone(), "counts": self._counts.clone()}
+        gram_labels = torch.tensor(
+            [label for label, kept in enumerate(self._small) if kept is None], dtype=torch.int64
+        )
+        state = {
+            "gram": self._gram[gram_labels.to(self.device)].cpu().clone(),
+            "gram_labels": gram_labels,
+            "counts": self._counts.clone(),
+        }
         small = [(label, self._small_rows(label)) for label in range(self.num_classes)]
         small = [(label, rows) for label, rows in small if rows is not None]
         if small:
@@ -246,30 +293,33 @@ class GramAccumulator:
         return state
 
     def restore(self, tensors) -> None:
-        """Continue from a :meth:`state` (a probe checkpoint)."""
+        """Continue from a :meth:`state` (a probe checkpoint; older ones held every Gram)."""
         gram = tensors["gram"]
-        if tuple(gram.shape) != tuple(self.gram.shape):
+        labels_with_gram = tensors.get("gram_labels")
+        if labels_with_gram is None:
+            labels_with_gram = torch.arange(self.num_classes)
+        expected = (len(labels_with_gram), self.dim, self.dim)
+        if tuple(gram.shape) != expected:
             raise ValueError(
                 f"{where(self.layer)}checkpoint Gram has shape {tuple(gram.shape)}, expected "
-                f"{tuple(self.gram.shape)}"
+                f"{expected}"
             )
-        self.gram.copy_(gram)
+        self._gram.zero_()
+        self._gram[labels_with_gram.to(self.device)] = gram.to(self._gram)
         self._counts = tensors["counts"].clone()
         self._staged, self._staged_rows = [], 0
         rows, labels = tensors.get("small_rows"), tensors.get("small_labels")
-        kept = torch.zeros(self.num_classes, dtype=torch.int64)
-        if rows is not None:
-            kept = torch.bincount(labels, minlength=self.num_classes)
-        for label, kept_list in enumerate(self._small):
-            if kept_list is None:
-                continue
-            # Only a class whose every row came back keeps them (older checkpoints held none).
-            count = int(self._counts[label])
-            if count == 0:
-                self._small[label] = []
-            else:
-                full = int(kept[label]) == count
-                self._small[label] = [rows[labels == label].to(self.device)] if full else None
+        has_gram = set(labels_with_gram.tolist())
+        for label in range(self.num_classes):
+            mine = rows[labels == label].to(self.device) if rows is not None else None
+            if label in has_gram:
+                self._small[label] = None  # its Gram holds every row
+            elif self._small[label] is not None:
+                self._small[label] = [mine] if mine is not None and len(mine) else []
+            elif mine is not None and len(mine):  # this accumulator keeps no rows: fold in
+                self._ops.gram_update(
+                    self._gram, mine, torch.full((len(mine),), label, device=mine.device)
+                )
 
     def merge(self, other: GramAccumulator) -> GramAccumulator:
         """Add another accumulator's rows to this one (e.g. from another worker); returns self."""
@@ -280,17 +330,22 @@ class GramAccumulator:
             )
         self.flush()
         other.flush()
-        self.gram += other.gram.to(device=self.device, dtype=self.gram.dtype)
+        self._gram += other._gram.to(device=self.device, dtype=self._gram.dtype)
         for label in range(self.num_classes):
             mine, theirs = self._small[label], other._small[label]
-            if (
-                mine is None
-                or theirs is None
-                or self._counts[label] + other._counts[label] >= self.dim
-            ):
-                self._small[label] = None
-            else:
-                mine += [rows.to(self.device) for rows in theirs]
+            theirs = [rows.to(self.device) for rows in theirs or []]
+            total = int(self._counts[label] + other._counts[label])
+            if mine is not None and other._small[label] is not None and total < self.dim:
+                mine += theirs
+                continue
+            # the class's Gram serves from now on: rows kept on either side go into it
+            pending = (mine or []) + theirs
+            if pending:
+                rows = torch.cat(pending)
+                self._ops.gram_update(
+                    self._gram, rows, torch.full((len(rows),), label, device=rows.device)
+                )
+            self._small[label] = None
         self._counts += other.counts
         self.batches += other.batches
         return self
@@ -329,7 +384,9 @@ class GramAccumulator:
         counts = self._counts.tolist()
         for label in range(self.num_classes):
             count = counts[label]
-            if count == 0 or not bool(torch.diagonal(self.gram[label]).any()):
+            kept = self._small_rows(label)
+            nonzero = kept.any() if kept is not None else torch.diagonal(self._gram[label]).any()
+            if count == 0 or not bool(nonzero):
                 warn_absent_class(self.layer, label, count, stacklevel=3)
                 count = 0
             usable.append(count)
@@ -341,7 +398,7 @@ class GramAccumulator:
         usable = [0 if label in small else count for label, count in enumerate(usable)]
         solve = class_eigh_batched if batched else class_eighs
         eigens: list[ClassEigen | None] = solve(
-            self.gram,
+            self._gram,
             variance=variance,
             counts=usable,
             method=method,
@@ -349,6 +406,8 @@ class GramAccumulator:
             thresholds=thresholds,
         )
         for label, rows in small.items():
+            if not bool(torch.isfinite(rows.to(torch.float64).square().sum())):
+                raise self._overflow(label, float(rows.abs().max()), None)
             eigens[label] = gram_trick_eigen(rows, variance=variance)
         for label, eigen in enumerate(eigens):
             if eigen is not None and not bool((eigen.values > 0).any()):

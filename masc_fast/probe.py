@@ -14,6 +14,7 @@ components (:mod:`masc_fast.probing.threshold_scoring`).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from masc_fast._io import process_alive, remove_stale_temporaries
 from masc_fast._validation import check_precision, check_variance
 from masc_fast.activations import ActivationTap, model_device, resolve_layers
 from masc_fast.backends import select_backend
@@ -265,16 +267,31 @@ def _store(activation_dir, resume: bool) -> tuple[Path, FitCheckpoint | None]:
     if activation_dir is None:
         if resume:
             raise ValueError("resume=True needs the activation_dir of the probe to resume")
-        return Path(tempfile.mkdtemp(prefix="masc_fast_store_")), None
+        _remove_dead_stores(Path(tempfile.gettempdir()))
+        return Path(tempfile.mkdtemp(prefix=f"{_STORE_PREFIX}{os.getpid()}_")), None
     directory = Path(activation_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
     checkpoint = FitCheckpoint(directory)
+    checkpoint.remove_orphans()
     if checkpoint.exists() and not resume:
         raise ValueError(
             f"{directory} holds a probe checkpoint; pass resume=True to continue it, or use an "
             f"empty directory"
         )
     return directory, checkpoint
+
+
+# Default stores are temporary folders named after their process: a probe killed before its
+# cleanup leaves one, and the next probe removes those whose process has ended.
+_STORE_PREFIX = "masc_fast_store_"
+
+
+def _remove_dead_stores(folder: Path) -> None:
+    for entry in folder.glob(f"{_STORE_PREFIX}*_*"):
+        pid = entry.name[len(_STORE_PREFIX) :].split("_", 1)[0]
+        if entry.is_dir() and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _remove_store(directory: Path, checkpoint: FitCheckpoint | None, *, own_dir: bool) -> None:

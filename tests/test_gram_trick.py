@@ -98,9 +98,43 @@ def test_the_kept_rows_survive_a_checkpoint_and_a_merge(mlp_rows):
     for got, want in zip(merged.bases, expected.bases):
         assert_close_report(_projector(got), _projector(want), 1e-9, 0.0, "merged")
     # A checkpoint without kept rows (written before they were kept) falls back to the Grams.
-    old = {key: value for key, value in whole.state().items() if key in ("gram", "counts")}
+    # (every class's Gram, no gram_labels, no rows: the format before rows were kept)
+    old = {"gram": whole.gram.clone(), "counts": whole.counts}
     fallback = masc_fast.GramAccumulator(10, rows.shape[1])
     fallback.restore(old)
     refit = fallback.fit(0.99)
     assert "gram_trick" not in refit.methods
     assert torch.equal(refit.num_components, expected.num_components)
+
+
+def test_small_classes_keep_rows_not_grams_and_a_checkpoint_is_rows_sized(mlp_rows):
+    """Classes with fewer rows than d accumulate no Gram (their rows are the state): a
+    checkpoint of 1400 rows × 512 holds the rows, 2.9 MB, not 10 float64 Grams, 21 MB; the
+    ``gram`` property still reads Σ x xᵀ for every class."""
+    rows, labels, _ = mlp_rows
+    accumulator, _ = _fit(rows, labels)
+    state = accumulator.state()
+    assert tuple(state["gram"].shape) == (0, 512, 512)
+    assert state["small_rows"].shape == rows.shape
+    size = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+    assert size < rows.numel() * 4 * 1.1 < 10 * 512 * 512 * 8 / 5
+    expected = torch.stack(
+        [rows[labels == k].double().T @ rows[labels == k].double() for k in range(10)]
+    )
+    scale = float(expected.abs().max())
+    assert_close_report(accumulator.gram, expected, 1e-6 * scale, 0.0, "gram property")
+
+
+def test_a_class_reaching_d_rows_gets_its_gram_from_all_of_them(mlp_rows):
+    """Rows arrive 100 at a time; class 0 of 64-wide rows passes d during the stream: its Gram
+    (and the others') equals the float64 Gram of all its rows, and it is fitted from the Gram."""
+    rows, labels, _ = mlp_rows
+    narrow = rows[:, :64].contiguous()
+    accumulator, fitted = _fit(narrow, labels)
+    assert set(fitted.methods) == {"exact"}  # every class has > 64 rows: all from Grams
+    assert tuple(accumulator.state()["gram"].shape) == (10, 64, 64)
+    expected = torch.stack(
+        [narrow[labels == k].double().T @ narrow[labels == k].double() for k in range(10)]
+    )
+    scale = float(expected.abs().max())
+    assert_close_report(accumulator.gram, expected, 1e-6 * scale, 0.0, "reached d")

@@ -47,11 +47,18 @@ class _CountingModel(nn.Module):
         return self.inner(x)
 
 
-def _killing(loader, after):
-    for index, batch in enumerate(loader):
-        if index == after:
-            raise _Killed(f"killed at batch {index}")
-        yield batch
+class _killing:  # noqa: N801 - reads like the function it replaces
+    """A re-iterable loader (the probe refuses one-shot iterators) that dies at batch
+    ``after``."""
+
+    def __init__(self, loader, after):
+        self.loader, self.after = loader, after
+
+    def __iter__(self):
+        for index, batch in enumerate(self.loader):
+            if index == self.after:
+                raise _Killed(f"killed at batch {index}")
+            yield batch
 
 
 def _predictions(result):

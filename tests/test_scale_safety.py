@@ -116,20 +116,30 @@ def test_classes_of_very_different_magnitudes_in_one_batch(digits_fit, gram_back
 
 @pytest.mark.parametrize("gram_backend", ["cpp", "torch"])
 def test_float64_rows_past_the_float64_range_are_an_error_naming_the_class(gram_backend):
+    """In a class with d rows or more (its Gram is accumulated: the error names the flush's
+    first batch) and in a class with fewer (its rows are kept for the Gram trick)."""
     from conftest import backend_status, skip_or_fail
 
     usable, reason = backend_status()[gram_backend]
     if not usable:
         skip_or_fail(gram_backend, reason)
-    accumulator = GramAccumulator(2, 3, layer="fc1", backend=gram_backend)
-    rows = torch.tensor([[1.0, 2.0, 3.0], [1e200, 0.0, 1.0]], dtype=torch.float64)
+    rows = torch.tensor([[1.0, 2.0], [3.0, -1.0], [1e200, 0.0], [2.0, 1e199]], dtype=torch.float64)
+    accumulator = GramAccumulator(2, 2, layer="fc1", backend=gram_backend)
     with pytest.raises(
         OverflowError,
         match=r"layer 'fc1': class 1's Gram overflowed float64 "
-        r"\(rows up to 1e\+200\), flushed with batch 0",
+        r"\(rows up to 1e\+200\), flushed with batch 0: its squared",
     ):
-        accumulator.update(rows, torch.tensor([0, 1]))
+        accumulator.update(rows, torch.tensor([0, 0, 1, 1]))
         accumulator.fit()
+    small = GramAccumulator(2, 3, layer="fc1", backend=gram_backend)
+    small.update(rows[:3, :2].repeat(1, 2)[:, :3], torch.tensor([0, 0, 1]))
+    with pytest.raises(
+        OverflowError,
+        match=r"layer 'fc1': class 1's Gram overflowed float64 "
+        r"\(rows up to 1e\+200\): its squared",
+    ):
+        small.fit()
 
 
 def test_a_class_whose_gram_has_no_positive_eigenvalue_is_reported(monkeypatch, digits_fit):

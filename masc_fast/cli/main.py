@@ -47,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return args.run(args)
+    from masc_fast.pipeline.folder_lock import FolderBusyError
+
+    try:
+        return args.run(args)
+    except FolderBusyError as error:  # another command writes the same folder
+        print(f"error: {error}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ __all__ = [
     "add_data_root",
     "add_device",
     "add_download",
+    "add_lock_wait",
     "add_memory_budget",
     "add_names",
     "add_no_progress",
@@ -42,6 +43,18 @@ def add_names(parser: argparse.ArgumentParser, flag: str, names, *, default) -> 
         choices=names,
         metavar="NAME",
         help=f"one or more of {', '.join(names)} (default {shown})",
+    )
+
+
+def add_lock_wait(parser: argparse.ArgumentParser) -> None:
+    """``--wait SECONDS``: how long to wait for another command holding the folder's lock."""
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another masc-fast command writing the same folder (default 0: "
+        "stop at once with its name)",
     )
 
 

@@ -41,6 +41,7 @@ def register(commands) -> argparse.ArgumentParser:
     options.add_memory_budget(parser)
     parser.add_argument("--out", type=Path, help="CSV of the rows (default RUN/results.csv)")
     options.add_no_progress(parser)
+    options.add_lock_wait(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
+    from masc_fast.pipeline.folder_lock import FolderLock
 
     settings = ProbeSettings(
         variance=0.99 if args.variance is None else args.variance,
@@ -61,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
         memory_budget=args.memory_budget,
         progress=not args.no_progress,
     )
-    frames = [
-        run_experiment(args.run_dir, name, p=args.p if name == "exp3" else None, settings=settings)
-        for name in args.experiment
-    ]
+    with FolderLock(args.run_dir, "masc-fast probe", wait=args.wait):
+        frames = [
+            run_experiment(
+                args.run_dir, name, p=args.p if name == "exp3" else None, settings=settings
+            )
+            for name in args.experiment
+        ]
     rows = pd.concat(frames, ignore_index=True)
     print(_best_layers(rows).to_string(index=False))
     options.write_rows(rows, args.out or args.run_dir / "results.csv")

@@ -31,6 +31,7 @@ def register(commands) -> argparse.ArgumentParser:
         "--list", action="store_true", help="list the cells and which are done, run nothing"
     )
     options.add_no_progress(parser)
+    options.add_lock_wait(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -43,7 +44,8 @@ def _default_run_cell(cell, spec):
 
 def run(args: argparse.Namespace, *, run_cell=None) -> int:
     """Execute ``masc-fast sweep``: 0 when every cell is done, 1 when a cell failed, 2 for a
-    bad sweep file. ``run_cell`` defaults to :func:`masc_fast.pipeline.sweeps.cells.run_cell`."""
+    bad sweep file, 3 when another command holds the sweep folder's lock. ``run_cell`` defaults to :func:`masc_fast.pipeline.sweeps.cells.run_cell`."""
+    from masc_fast.pipeline.folder_lock import FolderBusyError, FolderLock
     from masc_fast.pipeline.results_table import completed_cells
     from masc_fast.pipeline.sweeps.run import load_sweep, run_sweep
 
@@ -64,9 +66,13 @@ def run(args: argparse.Namespace, *, run_cell=None) -> int:
         print(f"{sum(c.cell_id in done for c in cells)} of {len(cells)} cells done ({spec.out})")
         return 0
     try:
-        table = run_sweep(
-            spec, run_cell=run_cell or _default_run_cell, progress=not args.no_progress
-        )
+        with FolderLock(spec.out, "masc-fast sweep", wait=args.wait):
+            table = run_sweep(
+                spec, run_cell=run_cell or _default_run_cell, progress=not args.no_progress
+            )
+    except FolderBusyError as error:
+        print(f"error: {error}")
+        return 3
     except Exception as error:  # run_sweep logged the traceback and which cell failed
         done = len(completed_cells(spec.results_dir))
         print(

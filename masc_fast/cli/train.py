@@ -95,6 +95,7 @@ def register(commands) -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true", help="train through torch.compile")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     options.add_no_progress(parser)
+    options.add_lock_wait(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         From :class:`~masc_fast.pipeline.runs.config.RunConfig` or :func:`~masc_fast.pipeline.runs.train.train_run`
         (bad option values, a used run directory without ``--resume``, missing data).
     """
+    from masc_fast.pipeline.folder_lock import FolderLock
     from masc_fast.pipeline.runs.train import RunConfig, train_run
 
     config = RunConfig(
@@ -130,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
         amp=args.amp,
     )
-    summary = train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
+    with FolderLock(args.out, "masc-fast train", wait=args.wait):
+        summary = train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
     outcome = "reached the target" if summary.reached_target else "stopped at the epoch cap"
     print(
         f"{config.model}/{config.dataset} p={config.p:g} seed={config.seed}: {outcome} after "

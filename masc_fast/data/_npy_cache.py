@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from masc_fast._io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +48,10 @@ def write_cache(files: dict[str, Path], arrays: dict[str, np.ndarray]) -> bool:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for key, path in files.items():
-            handle, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(handle, "wb") as stream:
-                    np.save(stream, arrays[key], allow_pickle=False)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.replace(tmp_name, path)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
+            with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+                np.save(stream, arrays[key], allow_pickle=False)
+                stream.flush()
+                os.fsync(stream.fileno())
     except OSError as error:
         logger.warning(
             "cannot write the decoded-data cache in %s (%s); continuing without it", folder, error

@@ -79,6 +79,17 @@ class FitCheckpoint:
         if previous and previous != name:
             (self.directory / previous).unlink(missing_ok=True)
 
+    def remove_orphans(self) -> None:
+        """Delete tensor files the manifest does not name: a kill after the new tensors were
+        written and before the manifest was replaced leaves one (all of them when there is no
+        manifest)."""
+        named = None
+        if self.exists():
+            named = json.loads(self.manifest_path.read_text()).get("tensors")
+        for path in self.directory.glob("state_*.safetensors"):
+            if path.name != named:
+                path.unlink(missing_ok=True)
+
     def remove(self) -> None:
         """Delete the manifest and its tensors (the shards are removed by their owners)."""
         if self.exists():

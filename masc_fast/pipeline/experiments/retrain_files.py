@@ -30,7 +30,9 @@ import json
 import re
 from pathlib import Path
 
+from masc_fast._io import TEMPORARY_PREFIX
 from masc_fast.pipeline.experiments.relabel import Relabelling
+from masc_fast.pipeline.folder_lock import LOCK_NAME
 from masc_fast.pipeline.runs import files as run_files
 
 __all__ = [
@@ -71,7 +73,9 @@ def work_paths(work: Path) -> dict[str, Path]:
 
 
 def _is_setup_leftover(name: str) -> bool:
-    return name == "checkpoints" or bool(_STALE_TMP.match(name))
+    return (
+        name == "checkpoints" or bool(_STALE_TMP.match(name)) or name.startswith(TEMPORARY_PREFIX)
+    )
 
 
 def work_state(work: Path, settings: dict, resume: bool) -> str:
@@ -85,6 +89,7 @@ def work_state(work: Path, settings: dict, resume: bool) -> str:
         If ``work`` is not a retrain, or its ``settings.json`` differs from ``settings``.
     """
     entries = sorted(entry.name for entry in work.iterdir()) if work.is_dir() else []
+    entries = [name for name in entries if name != LOCK_NAME]  # the folder's lock, not a file of it
     if not entries:
         return "fresh"
     if not resume:

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masc_fast._io import atomic_path, atomic_write_text
+from masc_fast._io import TEMPORARY_PREFIX, atomic_path, atomic_write_text, remove_stale_temporaries
 from masc_fast._version import __version__
+from masc_fast.pipeline.folder_lock import LOCK_NAME
 from masc_fast.pipeline.runs.checkpoints import save_checkpoint
 from masc_fast.pipeline.runs.recipes import TrainingRecipe
 
@@ -123,6 +124,7 @@ def check_run_dir(run_dir: Path, config: dict, recipe: TrainingRecipe, resume: b
     """
     paths = run_paths(run_dir)
     entries = sorted(entry.name for entry in run_dir.iterdir()) if run_dir.is_dir() else []
+    entries = [name for name in entries if name != LOCK_NAME]  # the folder's lock, not a file of it
     if not entries:
         return "fresh"
     if not resume:
@@ -132,7 +134,10 @@ def check_run_dir(run_dir: Path, config: dict, recipe: TrainingRecipe, resume: b
             "--resume) to continue or reuse that run, or choose another directory"
         )
     if not paths["config"].is_file():
-        if all(name in _SETUP_FILES or _STALE_TMP.match(name) for name in entries):
+        if all(
+            name in _SETUP_FILES or _STALE_TMP.match(name) or name.startswith(TEMPORARY_PREFIX)
+            for name in entries
+        ):
             return "fresh"  # killed before config.json was written
         raise ValueError(
             f"{run_dir} has no config.json, so it is not a masc_fast training run; "
@@ -163,6 +168,7 @@ def remove_stale_tmp(run_dir: Path, pattern: re.Pattern = _STALE_TMP) -> None:
             for entry in folder.iterdir():
                 if pattern.match(entry.name) and entry.is_file():
                     entry.unlink()
+    remove_stale_temporaries(run_dir)  # the private folders of today's atomic writes
 
 
 def write_labels(path: Path, true_labels: np.ndarray, corrupted: np.ndarray, noise: dict):

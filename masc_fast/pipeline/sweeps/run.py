@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from masc_fast._io import atomic_write_text
+from masc_fast._io import atomic_write_text, remove_stale_temporaries
 from masc_fast._progress import progress_bar
 from masc_fast.pipeline.results_table import (
     check_format,
@@ -110,6 +110,7 @@ def run_sweep(
     """
     check_format(spec.format)  # a missing pyarrow fails before the first cell, not after it
     _check_settings(spec)
+    remove_stale_temporaries(spec.out)  # what killed earlier runs of this sweep left
     cells = spec.cells()
     done = completed_cells(spec.results_dir)
     todo = [cell for cell in cells if cell.cell_id not in done]
