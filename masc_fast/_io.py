@@ -1,4 +1,6 @@
-"""Atomic file output: write in a private temporary folder beside the target, then rename.
+"""File output and input: atomic writes, checksummed tensor files, errors that name the file.
+
+Atomic writes happen in a private temporary folder beside the target, then a rename.
 
 Each write gets its own folder ``.masc-tmp-<pid>-XXXX`` next to the target, so whatever the
 writer creates there (safetensors, for one, writes through its own ``.tmpXXXXXX`` file and
@@ -19,11 +21,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
+    "CHECKSUM_KEY",
     "TEMPORARY_PREFIX",
     "atomic_path",
     "atomic_write_text",
     "process_alive",
+    "read_json",
+    "read_tensors",
     "remove_stale_temporaries",
+    "tensors_checksum",
+    "write_tensors",
 ]
 
 #: Start of the name of every temporary folder of an atomic write.
@@ -85,3 +92,77 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
         handle.write(text)
     return Path(path)
+
+
+#: Metadata key of the CRC-32 that :func:`write_tensors` stores and :func:`read_tensors` checks.
+CHECKSUM_KEY = "masc_fast_crc32"
+
+
+def tensors_checksum(tensors) -> str:
+    """CRC-32 (hex) over every tensor's name, dtype, shape and bytes, in name order."""
+    import zlib
+
+    import torch
+
+    checksum = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        header = f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode()
+        checksum = zlib.crc32(header, checksum)
+        if tensor.numel():
+            checksum = zlib.crc32(tensor.view(-1).view(torch.uint8).numpy(), checksum)
+    return f"{checksum:08x}"
+
+
+def write_tensors(path: str | os.PathLike, tensors, metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` (contiguous CPU tensors) and ``metadata`` to a safetensors file,
+    atomically, with their checksum in the metadata."""
+    from safetensors.torch import save_file
+
+    metadata = {**metadata, CHECKSUM_KEY: tensors_checksum(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+    return Path(path)
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
+    """``(tensors on the CPU, metadata)`` of a safetensors file; ``ValueError`` naming the
+    path when it is not a readable safetensors file (truncated, foreign, corrupt header) or
+    its tensors do not match the checksum :func:`write_tensors` stored (files without one,
+    written before, are read unchecked)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own and OS errors
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({type(error).__name__}: {error}); it "
+            "may be truncated, corrupt or not written by masc_fast"
+        ) from error
+    stored = metadata.get(CHECKSUM_KEY)
+    if stored is not None and (actual := tensors_checksum(tensors)) != stored:
+        raise ValueError(
+            f"{path}: its tensors do not match their checksum (stored {stored}, read {actual}); "
+            "the file is corrupt"
+        )
+    return tensors, metadata
+
+
+def read_json(path: str | os.PathLike):
+    """The JSON document in ``path``; ``ValueError`` naming the path and the position when it
+    is not valid JSON (a truncated or hand-edited file)."""
+    import json
+
+    path = Path(path)
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: not valid JSON ({error}); it may be truncated or corrupt"
+        ) from None

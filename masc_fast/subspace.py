@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from masc_fast._io import atomic_path
+from masc_fast._io import read_tensors, write_tensors
 from masc_fast._validation import as_tensor, check_activations, check_variance
 from masc_fast._version import __version__
 from masc_fast.linalg.spectra import (
@@ -255,9 +255,7 @@ class ClassSubspaces:
 
     # ----------------------------------------------------------------- storage
     def save(self, path: str | os.PathLike) -> None:
-        """Write to a safetensors file, atomically (temporary file, then rename)."""
-        from safetensors.torch import save_file
-
+        """Write to a safetensors file, atomically, with a checksum :meth:`load` verifies."""
         tensors = {"counts": self.counts.contiguous()}
         meta = {
             "dim": self.dim,
@@ -275,18 +273,17 @@ class ClassSubspaces:
             meta["classes"].append(
                 {"total": eigen.total, "rank_cap": eigen.rank_cap, "method": eigen.method}
             )
-        with atomic_path(path) as tmp:
-            save_file(tensors, tmp, metadata={"masc_fast": json.dumps(meta)})
+        write_tensors(path, tensors, {"masc_fast": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: torch.device | str = "cpu") -> ClassSubspaces:
-        """Read a file written by :meth:`save`."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device=str(device)) as handle:
-            raw = (handle.metadata() or {}).get("masc_fast")
-            if raw is None:
-                raise ValueError(f"{path} is not a masc_fast ClassSubspaces file (no metadata)")
+        """Read a file written by :meth:`save`; ``ValueError`` naming the file when it is not
+        one, is truncated or corrupt, or fails its checksum."""
+        tensors, metadata = read_tensors(path)
+        raw = metadata.get("masc_fast")
+        if raw is None:
+            raise ValueError(f"{path} is not a masc_fast ClassSubspaces file (no metadata)")
+        try:
             meta = json.loads(raw)
             eigens: list[ClassEigen | None] = []
             for label, info in enumerate(meta["classes"]):
@@ -295,17 +292,20 @@ class ClassSubspaces:
                     continue
                 eigens.append(
                     ClassEigen(
-                        handle.get_tensor(f"values.{label}"),
-                        handle.get_tensor(f"vectors.{label}"),
+                        tensors[f"values.{label}"].to(device),
+                        tensors[f"vectors.{label}"].to(device),
                         info["total"],
                         info["rank_cap"],
                         info["method"],
                     )
                 )
-            counts = handle.get_tensor("counts")
-        return cls(
-            eigens, dim=meta["dim"], variance=meta["variance"], counts=counts, layer=meta["layer"]
-        )
+            counts = tensors["counts"]
+            dim, variance, layer = meta["dim"], meta["variance"], meta["layer"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{path}: a ClassSubspaces file with a damaged header ({error!r})"
+            ) from error
+        return cls(eigens, dim=dim, variance=variance, counts=counts, layer=layer)
 
     def __repr__(self) -> str:
         return (

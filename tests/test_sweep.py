@@ -278,3 +278,38 @@ def test_cli_out_overrides_the_file(tmp_path):
     assert args.run(args, run_cell=FakeRunner()) == 0
     assert len(completed_cells(tmp_path / "elsewhere" / "results")) == 8
     assert not (tmp_path / "grid-out").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            'models = ["mlpx"]',
+            r"cell mlpx-digits-p0-s0-exp1: no training recipe for model 'mlpx' on dataset 'digits'",
+        ),
+        ("[train]\nmax_epochs = 0", r"cell mlp-digits-p0-s0-exp1: max_epochs must be at least 1"),
+        ("[probe]\nvariance = 1.5", r"\[probe\]: variance >= 1 means a number of components"),
+        ("[probe]\nbackend = 'gpu'", r"\[probe\]: backend must be 'auto' or one of"),
+    ],
+)
+def test_every_grid_value_is_checked_when_the_grid_is_loaded(tmp_path, extra, message, capsys):
+    """A bad model, training option or probe option fails ``--list`` (and so the first cell),
+    naming the file and the cell or section, not a cell hours into the sweep."""
+    base = {"models": 'models = ["mlp"]'}
+    lines = [
+        "[sweep]",
+        'out = "out"',
+        extra if extra.startswith("models") else base["models"],
+        'datasets = ["digits"]',
+        "p = [0.0]",
+    ]
+    if not extra.startswith("models"):
+        lines.append(extra)
+    grid = _write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message):
+        load_sweep(grid)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", str(grid), "--list"])
+    assert args.run(args) == 2
+    assert str(grid) in capsys.readouterr().out

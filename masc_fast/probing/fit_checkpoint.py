@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masc_fast._io import atomic_path, atomic_write_text
+from masc_fast._io import atomic_write_text, read_json, read_tensors, write_tensors
 
 __all__ = ["FitCheckpoint", "label_fingerprint"]
 
@@ -51,29 +51,28 @@ class FitCheckpoint:
         return self.manifest_path.exists()
 
     def load(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        """(manifest, tensors) of the last complete checkpoint."""
-        from safetensors.torch import load_file
-
-        manifest = json.loads(self.manifest_path.read_text())
+        """(manifest, tensors) of the last complete checkpoint; ``ValueError`` naming the file
+        when the manifest or the tensors are damaged."""
+        manifest = read_json(self.manifest_path)
         if manifest.get("format") != FORMAT:
             raise ValueError(
                 f"{self.manifest_path}: checkpoint format {manifest.get('format')!r}, this "
                 f"version reads {FORMAT}; start afresh in an empty directory"
             )
-        tensors = load_file(self.directory / manifest["tensors"]) if manifest["tensors"] else {}
+        name = manifest.get("tensors")
+        tensors = read_tensors(self.directory / name)[0] if name else {}
         return manifest, tensors
 
     def save(self, manifest: dict, tensors: dict[str, torch.Tensor]) -> None:
         """Write ``tensors`` then ``manifest`` (atomically), then drop the previous tensors."""
-        from safetensors.torch import save_file
-
         previous, serial = None, 1
         if self.exists():
             last = json.loads(self.manifest_path.read_text())
             previous, serial = last.get("tensors"), int(last.get("serial", 0)) + 1
         name = f"state_{serial:06d}.safetensors"
-        with atomic_path(self.directory / name) as tmp:
-            save_file({key: value.contiguous() for key, value in tensors.items()}, tmp)
+        write_tensors(
+            self.directory / name, {key: value.contiguous() for key, value in tensors.items()}, {}
+        )
         manifest = dict(manifest, format=FORMAT, serial=serial, tensors=name)
         atomic_write_text(self.manifest_path, json.dumps(manifest))
         if previous and previous != name:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from masc_fast._io import atomic_path
+from masc_fast._io import read_tensors, write_tensors
 
 __all__ = [
     "Checkpoint",
@@ -216,8 +216,6 @@ def save_checkpoint(
     ...     load_checkpoint(path, model, optimizer).epoch
     3
     """
-    from safetensors.torch import save_file
-
     tensors = {f"{_MODEL}{key}": value for key, value in model.state_dict().items()}
     info: dict = {"format": FORMAT, "epoch": int(epoch), "metadata": dict(metadata or {})}
     if optimizer is not None:
@@ -232,8 +230,7 @@ def save_checkpoint(
         raise TypeError(
             f"checkpoint metadata for {path} is not JSON-serialisable: {error}"
         ) from None
-    with atomic_path(path) as tmp:
-        save_file(_unshared(tensors), tmp, metadata={_METADATA_KEY: text})
+    write_tensors(path, _unshared(tensors), {_METADATA_KEY: text})
     return Path(path)
 
 
@@ -253,8 +250,14 @@ def checkpoint_metadata(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        header = (handle.metadata() or {}).get(_METADATA_KEY)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = (handle.metadata() or {}).get(_METADATA_KEY)
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own and OS errors
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({type(error).__name__}: {error}); it "
+            "may be truncated, corrupt or not a masc_fast checkpoint"
+        ) from error
     if header is None:
         raise ValueError(f"{path} is a safetensors file but not a masc_fast training checkpoint")
     info = json.loads(header)
@@ -307,12 +310,10 @@ def load_checkpoint(
     --------
     See :func:`save_checkpoint`.
     """
-    from safetensors.torch import load_file
-
     info = checkpoint_metadata(path)
     path = Path(path)
     wanted = model is not None or optimizer is not None or restore_rng
-    tensors = load_file(str(path), device="cpu") if wanted else {}
+    tensors = read_tensors(path)[0] if wanted else {}
     if model is not None:
         weights = {
             key[len(_MODEL) :]: value for key, value in tensors.items() if key.startswith(_MODEL)

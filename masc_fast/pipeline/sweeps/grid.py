@@ -311,4 +311,20 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     if len(set(ids)) != len(ids):
         clash = sorted({cell_id for cell_id in ids if ids.count(cell_id) > 1})
         raise where.error("sweep.p", f"values too close to tell apart in cell ids: {clash[:3]}")
+    _check_cells(spec, where)
     return spec
+
+
+def _check_cells(spec: SweepSpec, where: _Where) -> None:
+    """Build every cell's training configuration and recipe and the probe settings now, so a
+    bad value fails ``--list`` and the first cell, not a cell hours into the sweep."""
+    try:
+        ProbeSettings(**spec.probe)
+    except (TypeError, ValueError) as error:
+        raise where.error("[probe]", str(error)) from error
+    for cell in spec.cells():
+        train_p = 0.0 if cell.experiment == "exp3" else cell.p
+        try:
+            RunConfig(cell.model, cell.dataset, p=train_p, seed=cell.seed, **spec.train).recipe()
+        except (TypeError, ValueError) as error:
+            raise where.error(f"cell {cell.cell_id}", str(error)) from error
