@@ -12,6 +12,7 @@ removes the folders of processes that no longer run.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ __all__ = [
     "TEMPORARY_PREFIX",
     "atomic_path",
     "atomic_write_text",
+    "disk_full_named",
     "process_alive",
     "read_json",
     "read_tensors",
@@ -60,6 +62,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextmanager
+def disk_full_named(path: str | os.PathLike, nbytes: int) -> Iterator[None]:
+    """Turn a full disk (ENOSPC) inside the block into an error naming ``path``, the bytes
+    the write needed and the bytes free there."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        folder = Path(path).parent
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left on the device of {path}: the write needed {nbytes:,} bytes, "
+            f"{free:,} are free there",
+            str(path),
+        ) from error
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process ``pid`` runs on this machine (signal 0 reaches it)."""
     try:
@@ -89,7 +110,11 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = Tru
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+    with (
+        disk_full_named(path, len(text.encode())),
+        atomic_path(path) as tmp,
+        open(tmp, "w") as handle,
+    ):
         handle.write(text)
     return Path(path)
 
@@ -120,7 +145,8 @@ def write_tensors(path: str | os.PathLike, tensors, metadata: dict[str, str]) ->
     from safetensors.torch import save_file
 
     metadata = {**metadata, CHECKSUM_KEY: tensors_checksum(tensors)}
-    with atomic_path(path) as tmp:
+    nbytes = sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+    with disk_full_named(path, nbytes), atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return Path(path)
 

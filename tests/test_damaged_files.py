@@ -129,3 +129,36 @@ def test_write_tensors_checksum_covers_names_shapes_and_dtypes(tmp_path):
         _, metadata = read_tensors(write_tensors(tmp_path / f"{index}.safetensors", tensors, {}))
         sums.add(metadata[CHECKSUM_KEY])
     assert len(sums) == 4
+
+
+def _disk_full(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_names_the_file_and_the_bytes(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "save_file", _disk_full)
+    target = tmp_path / "state.safetensors"
+    with pytest.raises(
+        OSError,
+        match=rf"no space left on the device of {re.escape(str(target))}"
+        r": the write needed 4,000 bytes, [\d,]+ are free there",
+    ) as caught:
+        write_tensors(target, {"gram": torch.zeros(1000)}, {})
+    assert caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_a_full_disk_while_storing_rows_names_the_shard(tmp_path, monkeypatch):
+    from masc_fast.probing import activation_store
+
+    store = activation_store.LayerShards(
+        tmp_path, layer="fc1", num_classes=2, dim=16, label_sets=("corrupted",)
+    )
+    store.append(torch.randn(10, 16), {"corrupted": torch.tensor([0, 1] * 5)})
+    monkeypatch.setattr(activation_store, "open", _disk_full, raising=False)
+    with pytest.raises(OSError, match=r"rows_00000.bin: the write needed 320 bytes"):
+        store.flush()

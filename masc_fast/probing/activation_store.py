@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from masc_fast._io import disk_full_named
+
 __all__ = ["STORE_DTYPES", "LayerShards"]
 
 STORE_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
@@ -120,11 +122,13 @@ class LayerShards:
         bounds = np.searchsorted(primary[order], np.arange(self.num_classes + 1))
         for label in np.flatnonzero(np.diff(bounds)):
             rows = order[bounds[label] : bounds[label + 1]]
-            with open(self._rows_path(label), "ab") as handle:
-                handle.write(np.ascontiguousarray(x[rows]).tobytes())
-            for name in self.label_sets[1:]:
-                with open(self._labels_path(name, label), "ab") as handle:
-                    handle.write(labels[name][rows].astype(_LABEL_DTYPE).tobytes())
+            block = np.ascontiguousarray(x[rows])
+            with disk_full_named(self._rows_path(label), block.nbytes):
+                with open(self._rows_path(label), "ab") as handle:
+                    handle.write(block.tobytes())
+                for name in self.label_sets[1:]:
+                    with open(self._labels_path(name, label), "ab") as handle:
+                        handle.write(labels[name][rows].astype(_LABEL_DTYPE).tobytes())
             self.rows[label] += len(rows)
         self._index.clear()
 
