@@ -40,6 +40,20 @@ from masc_fast.results import ProbeResult
 __all__ = ["probe"]
 
 
+def announced_rows(loader) -> int | None:
+    """Rows a loader says it holds: ``len(loader.dataset)`` (a DataLoader), or the labels of a
+    list or tuple of batches; None when it does not say."""
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__"):
+        return len(dataset)
+    if isinstance(loader, (list, tuple)):
+        try:
+            return sum(len(batch[1]) for batch in loader)
+        except (TypeError, IndexError, KeyError):
+            return None
+    return None
+
+
 def check_loaders(train_loader, eval_loaders) -> None:
     """Refuse loaders the probe cannot use, before any work: a one-shot iterator as the
     training loader (the probe reads the training data twice: fit, then score) and eval
@@ -219,6 +233,7 @@ def probe(
         checkpoint=checkpoint,
         resume=resume,
         checkpoint_seconds=checkpoint_seconds,
+        total_rows=announced_rows(train_loader),
     )
     succeeded = False
     started = time.perf_counter()

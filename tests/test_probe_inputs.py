@@ -102,3 +102,24 @@ def test_a_listed_layer_name_means_the_tables_layer():
         .reset_index(drop=True)
         .equals(default.table[default.table["layer"] == "fc1"][pick].reset_index(drop=True))
     )
+
+
+def test_a_store_too_small_is_reported_before_the_pass(small, tmp_path, monkeypatch):
+    """The disk the stored layers and checkpoints need, against the free space, before any
+    row is written: an error naming both (the loader announces its rows)."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    model, train, _ = small
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(
+        OSError,
+        match=r"the probe needs about [\d,]+ bytes in .*store \(1,400 "
+        r"rows of the stored layers \['1', 'input'\] and checkpoints\) and 1,000 are "
+        "free",
+    ) as caught:
+        probe(model, train, activation_dir=tmp_path / "store", strategy="stored", progress=False)
+    assert caught.value.errno == errno.ENOSPC
+    assert not any((tmp_path / "store").rglob("rows_*.bin"))

@@ -14,6 +14,8 @@ or stored fit) is timed into :attr:`FitOutcome.build_seconds` by a :class:`Layer
 
 from __future__ import annotations
 
+import errno
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ class FitOptions:
     checkpoint: FitCheckpoint | None
     resume: bool
     checkpoint_seconds: float
+    total_rows: int | None = None  # rows the training loader announces, if it does
 
 
 @dataclass
@@ -115,6 +118,35 @@ class FitPass:
                     memory_budget=opts.memory_budget,
                     dtype=opts.store_dtype,
                 )
+
+    def _check_disk(self) -> None:
+        """Before anything is written: the disk the stored layers' rows and the checkpoints
+        will take, for the rows the loader announces (``len(loader.dataset)`` or a list of
+        batches), against the space free at the store; ``OSError`` (ENOSPC) naming both when
+        it is short. Skipped when the loader does not tell its rows."""
+        rows, opts = self.options.total_rows, self.options
+        if rows is None or not (self.stored or opts.checkpoint is not None):
+            return
+        need = sum(
+            rows * (stored.shards.row_bytes + 4 * (len(self.label_sets) - 1))
+            for stored in self.stored.values()
+        )
+        if opts.checkpoint is not None:  # a new state beside the old one, at most every Gram
+            need += 2 * sum(
+                accumulator.num_classes * accumulator.dim**2 * 8
+                for accumulator in self.accumulators.values()
+            )
+        opts.store_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(opts.store_dir).free
+        if need > free:
+            raise OSError(
+                errno.ENOSPC,
+                f"the probe needs about {need:,} bytes in {opts.store_dir} ({rows:,} rows of "
+                f"the stored layers {sorted(self.stored)} and checkpoints) and {free:,} are "
+                "free; free space, pass activation_dir= on a larger disk, or a larger "
+                "memory_budget so more layers stream Grams instead",
+                str(opts.store_dir),
+            )
 
     # ---- checkpoints
     def _save(self) -> None:
@@ -252,6 +284,7 @@ class FitPass:
             checks.activations(act, layer=layer, batch=index, dim=self.dims[layer])
         if not self.strategies:
             self._build()
+            self._check_disk()
         if self.stored:
             checks.raise_pending()  # shard writes index with the labels (on the host, anyway)
         with self.clock.phase("gram"):
