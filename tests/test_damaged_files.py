@@ -162,3 +162,11 @@ def test_a_full_disk_while_storing_rows_names_the_shard(tmp_path, monkeypatch):
     monkeypatch.setattr(activation_store, "open", _disk_full, raising=False)
     with pytest.raises(OSError, match=r"rows_00000.bin: the write needed 320 bytes"):
         store.flush()
+
+
+def test_a_truncated_run_config_names_its_path(tmp_path):
+    from masc_fast.pipeline.runs.loading import load_config
+
+    (tmp_path / "config.json").write_text('{"model": "mlp", "data')
+    with pytest.raises(ValueError, match=r"config.json: not valid JSON \(.*\); it may be "):
+        load_config(tmp_path)

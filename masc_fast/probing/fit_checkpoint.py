@@ -67,7 +67,7 @@ class FitCheckpoint:
         """Write ``tensors`` then ``manifest`` (atomically), then drop the previous tensors."""
         previous, serial = None, 1
         if self.exists():
-            last = json.loads(self.manifest_path.read_text())
+            last = read_json(self.manifest_path)
             previous, serial = last.get("tensors"), int(last.get("serial", 0)) + 1
         name = f"state_{serial:06d}.safetensors"
         write_tensors(
@@ -84,7 +84,7 @@ class FitCheckpoint:
         manifest)."""
         named = None
         if self.exists():
-            named = json.loads(self.manifest_path.read_text()).get("tensors")
+            named = read_json(self.manifest_path).get("tensors")
         for path in self.directory.glob("state_*.safetensors"):
             if path.name != named:
                 path.unlink(missing_ok=True)
@@ -92,7 +92,7 @@ class FitCheckpoint:
     def remove(self) -> None:
         """Delete the manifest and its tensors (the shards are removed by their owners)."""
         if self.exists():
-            name = json.loads(self.manifest_path.read_text()).get("tensors")
+            name = read_json(self.manifest_path).get("tensors")
             if name:
                 (self.directory / name).unlink(missing_ok=True)
             self.manifest_path.unlink()

@@ -26,11 +26,10 @@ metrics an uninterrupted one would have.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from masc_fast._io import TEMPORARY_PREFIX
+from masc_fast._io import TEMPORARY_PREFIX, read_json
 from masc_fast.pipeline.experiments.relabel import Relabelling
 from masc_fast.pipeline.folder_lock import LOCK_NAME
 from masc_fast.pipeline.runs import files as run_files
@@ -102,7 +101,7 @@ def work_state(work: Path, settings: dict, resume: bool) -> str:
         if all(_is_setup_leftover(name) for name in entries):
             return "fresh"  # killed before settings.json was written
         raise ValueError(f"{work} has no settings.json, so it is not a masc_fast retrain")
-    saved = json.loads(paths["settings"].read_text())
+    saved = read_json(paths["settings"])
     problems = [
         f"{key}: {saved.get(key)!r} there, {settings.get(key)!r} now"
         for key in sorted(set(saved) | set(settings))

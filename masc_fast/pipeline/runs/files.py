@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masc_fast._io import TEMPORARY_PREFIX, atomic_path, atomic_write_text, remove_stale_temporaries
+from masc_fast._io import (
+    TEMPORARY_PREFIX,
+    atomic_path,
+    atomic_write_text,
+    read_json,
+    remove_stale_temporaries,
+)
 from masc_fast._version import __version__
 from masc_fast.pipeline.folder_lock import LOCK_NAME
 from masc_fast.pipeline.runs.checkpoints import save_checkpoint
@@ -145,8 +151,8 @@ def check_run_dir(run_dir: Path, config: dict, recipe: TrainingRecipe, resume: b
         )
     saved_recipe = {}
     if paths["recipe"].is_file():
-        saved_recipe = json.loads(paths["recipe"].read_text()).get("recipe", {})
-    problems = _differences(json.loads(paths["config"].read_text()), config, "")
+        saved_recipe = read_json(paths["recipe"]).get("recipe", {})
+    problems = _differences(read_json(paths["config"]), config, "")
     problems += _differences(saved_recipe, recipe.to_dict(), "recipe.")
     if problems:
         raise ValueError(

@@ -9,7 +9,6 @@ less, with the same checks and messages.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
+
+from masc_fast._io import read_json
 
 __all__ = [
     "LoadedRun",
@@ -82,7 +83,7 @@ def checkpoint_epoch(run_dir: str | os.PathLike, checkpoint: str) -> int:
         return 0
     if checkpoint not in ("final", "best"):
         raise ValueError(f"checkpoint must be 'final', 'best' or 'init', got {checkpoint!r}")
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    summary = read_json(Path(run_dir) / "summary.json")
     return int(summary["best_epoch"] if checkpoint == "best" else summary["epochs"])
 
 
@@ -113,7 +114,7 @@ def load_config(run_dir: str | os.PathLike):
     config_path = Path(run_dir) / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run: it has no config.json")
-    return RunConfig.from_dict(json.loads(config_path.read_text()))
+    return RunConfig.from_dict(read_json(config_path))
 
 
 def checkpoint_path(run_dir: str | os.PathLike, checkpoint: str) -> Path:

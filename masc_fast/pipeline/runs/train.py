@@ -43,7 +43,6 @@ All checkpoints except ``last`` hold the model only (see :mod:`masc_fast.pipelin
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +50,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from masc_fast._io import read_json
 from masc_fast.pipeline.runs.config import RunConfig, RunSummary
 from masc_fast.pipeline.runs.files import METRIC_COLUMNS, check_run_dir, run_paths
 from masc_fast.pipeline.runs.train_prepared import train_device, train_prepared
@@ -138,7 +138,7 @@ def train_run(
     run_dir = Path(run_dir)
     recipe = config.recipe()
     if check_run_dir(run_dir, config.to_dict(), recipe, resume) == "finished":
-        return RunSummary.from_dict(json.loads(run_paths(run_dir)["summary"].read_text()))
+        return RunSummary.from_dict(read_json(run_paths(run_dir)["summary"]))
 
     info = dataset_info(config.dataset)
     train, test = load_dataset(

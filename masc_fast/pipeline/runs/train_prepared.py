@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from masc_fast._io import atomic_write_text
+from masc_fast._io import atomic_write_text, read_json
 from masc_fast.pipeline.runs.checkpoints import load_checkpoint
 from masc_fast.pipeline.runs.config import RunSummary
 from masc_fast.pipeline.runs.epoch_loop import EpochLoop, LoopFiles
@@ -166,7 +166,7 @@ def train_prepared(
     state = check_run_dir(run_dir, config, recipe, resume)
     if state == "finished":
         check_labels(paths["labels"], true_labels, corrupted_labels, noise)
-        return RunSummary.from_dict(json.loads(paths["summary"].read_text()))
+        return RunSummary.from_dict(read_json(paths["summary"]))
     remove_stale_tmp(run_dir)
 
     device = train_device(device, amp)

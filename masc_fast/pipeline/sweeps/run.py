@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from masc_fast._io import atomic_write_text, remove_stale_temporaries
+from masc_fast._io import atomic_write_text, read_json, remove_stale_temporaries
 from masc_fast._progress import progress_bar
 from masc_fast.pipeline.results_table import (
     check_format,
@@ -54,7 +54,7 @@ def _check_settings(spec: SweepSpec) -> None:
     }
     record = spec.out / _SETTINGS_FILE
     if record.exists():
-        stored = json.loads(record.read_text())
+        stored = read_json(record)
         if stored != json.loads(json.dumps(wanted)) and completed_cells(spec.results_dir):
             changed = sorted(
                 f"{section}.{key}"
