@@ -237,29 +237,29 @@ class GramAccumulator:
         )
 
     def _keep_small(self, x, y, added, small: list[int]):
-        """Keep the new rows of the classes in ``small`` (those with fewer than d rows before
-        this flush) instead of adding them to the Grams; a class reaching d rows has its Gram
-        built from all its rows and its rows dropped. Returns the rows for the Grams."""
-        small_labels = torch.tensor(small, device=y.device)
-        in_small = torch.isin(y, small_labels)
-        reached = []
-        for label in small:
-            if not int(added[label]):
-                continue
-            self._small[label].append(x[y == label])
-            if int(self._counts[label]) >= self.dim:
-                reached.append(label)
-        if not bool(in_small.any()):
-            return x, y
-        x, y = x[~in_small], y[~in_small]
-        if reached:  # their rows, all of them, go to the Gram update with this flush's
-            rows = [torch.cat(self._small[label]) for label in reached]
-            labels = [
-                torch.full((len(r),), label, device=y.device) for label, r in zip(reached, rows)
-            ]
-            x, y = torch.cat([x, *rows]), torch.cat([y, *labels])
-            for label in reached:
-                self._small[label] = None
+        """Keep the new rows of the classes in ``small`` (fewer than d rows before this flush)
+        that still have fewer than d after it, instead of adding them to the Grams; a class
+        that reaches d here has the rows it kept before added to this flush's rows, and keeps
+        none from now on. Returns the rows for the Grams (``x``, ``y`` themselves, uncopied,
+        when every class reaches d in this flush: one big batch)."""
+        staying = [label for label in small if int(self._counts[label]) < self.dim]
+        reached = [label for label in small if int(self._counts[label]) >= self.dim]
+        if staying:
+            for label in staying:
+                if int(added[label]):
+                    self._small[label].append(x[y == label])
+            moved = torch.isin(y, torch.tensor(staying, device=y.device))
+            if bool(moved.any()):
+                x, y = x[~moved], y[~moved]
+        earlier = [
+            (label, torch.cat(self._small[label])) for label in reached if self._small[label]
+        ]
+        if earlier:
+            labels = [torch.full((len(rows),), label, device=y.device) for label, rows in earlier]
+            x = torch.cat([x, *(rows for _, rows in earlier)])
+            y = torch.cat([y, *labels])
+        for label in reached:
+            self._small[label] = None
         return x, y
 
     def _small_rows(self, label: int) -> torch.Tensor | None:
