@@ -2,10 +2,10 @@
 
 Atomic writes happen in a private temporary folder beside the target, then a rename.
 
-Each write gets its own folder ``.masc-tmp-<pid>-XXXX`` next to the target, so whatever the
-writer creates there (safetensors, for one, writes through its own ``.tmpXXXXXX`` file and
-renames it) stays inside it. The folder is removed after the rename or on an error; a process
-killed mid-write leaves it behind, with its pid in the name, and
+Each write gets its own folder ``.masc-tmp-<pid>-<random>`` next to the target, so whatever
+the writer creates there (safetensors, for one, writes through its own ``.tmp<random>`` file
+and renames it) stays inside it. The folder is removed after the rename or on an error; a
+process killed mid-write leaves it behind, with its pid in the name, and
 :func:`remove_stale_temporaries` (called when a probe, a training run or a sweep starts)
 removes the folders of processes that no longer run.
 """
