@@ -27,8 +27,8 @@ using ssyrk_fn = void (*)(const char*, const char*, const int*, const int*, cons
 using dsyrk_fn = void (*)(const char*, const char*, const int*, const int*, const double*,
                           const double*, const int*, const double*, double*, const int*);
 
-// MKL's MKL_Set_Num_Threads_Local (C entry, by value): sets the calling thread's BLAS thread count, returns the
-// previous one (0: the global setting).
+// MKL's MKL_Set_Num_Threads_Local (C entry, by value): sets the calling thread's BLAS thread
+// count, returns the previous one (0: the global setting).
 using threads_local_fn = int (*)(int);
 
 struct BlasTable {

@@ -29,6 +29,7 @@ __all__ = [
     "disk_full_named",
     "process_alive",
     "read_json",
+    "read_metadata",
     "read_tensors",
     "remove_stale_temporaries",
     "tensors_checksum",
@@ -151,25 +152,40 @@ def write_tensors(path: str | os.PathLike, tensors, metadata: dict[str, str]) ->
     return Path(path)
 
 
-def read_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
-    """``(tensors on the CPU, metadata)`` of a safetensors file; ``ValueError`` naming the
-    path when it is not a readable safetensors file (truncated, foreign, corrupt header) or
-    its tensors do not match the checksum :func:`write_tensors` stored (files without one,
-    written before, are read unchecked)."""
+@contextmanager
+def _opened_tensors(path: Path):
+    """``safe_open`` on ``path`` (CPU), with any failure to read it as a ``ValueError`` that
+    names the path."""
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no file at {path}")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+            yield handle
     except Exception as error:  # noqa: BLE001 - safetensors raises its own and OS errors
         raise ValueError(
             f"{path}: not a readable safetensors file ({type(error).__name__}: {error}); it "
             "may be truncated, corrupt or not written by masc_fast"
         ) from error
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file, without reading its tensors; ``ValueError`` naming
+    the path when it is not a readable safetensors file."""
+    with _opened_tensors(Path(path)) as handle:
+        return dict(handle.metadata() or {})
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
+    """``(tensors on the CPU, metadata)`` of a safetensors file; ``ValueError`` naming the
+    path when it is not a readable safetensors file (truncated, foreign, corrupt header) or
+    its tensors do not match the checksum :func:`write_tensors` stored (files without one,
+    written before, are read unchecked)."""
+    path = Path(path)
+    with _opened_tensors(path) as handle:
+        metadata = dict(handle.metadata() or {})
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     stored = metadata.get(CHECKSUM_KEY)
     if stored is not None and (actual := tensors_checksum(tensors)) != stored:
         raise ValueError(

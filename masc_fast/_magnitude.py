@@ -23,7 +23,7 @@ PRODUCT_RANGE = {torch.float32: (-40, 50), torch.float64: (-400, 400)}
 
 
 def out_of_range_exponents(peaks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """For largest-|entry| values ``peaks``, the exponent e (peak = m · 2^e, 0.5 <= m < 1)
+    """For largest-|entry| values ``peaks``, the exponent e (peak = m · 2^e, 1 <= m < 2)
     where it lies outside the dtype's :data:`PRODUCT_RANGE`, else 0 (also for a zero peak)."""
     low, high = PRODUCT_RANGE.get(dtype, PRODUCT_RANGE[torch.float32])
     _, exponents = torch.frexp(peaks)

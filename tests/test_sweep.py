@@ -289,7 +289,10 @@ def test_cli_out_overrides_the_file(tmp_path):
         ),
         ("[train]\nmax_epochs = 0", r"cell mlp-digits-p0-s0-exp1: max_epochs must be at least 1"),
         ("[probe]\nvariance = 1.5", r"\[probe\]: variance >= 1 means a number of components"),
-        ("[probe]\nbackend = 'gpu'", r"\[probe\]: backend must be 'auto' or one of"),
+        (
+            "[probe]\nbackend = 'gpu'",
+            r"\[probe\]: unknown backend 'gpu'; expected one of torch, cpp, triton, reference",
+        ),
     ],
 )
 def test_every_grid_value_is_checked_when_the_grid_is_loaded(tmp_path, extra, message, capsys):

@@ -28,6 +28,7 @@ __all__ = [
     "PRECISIONS",
     "BackendUnavailableError",
     "available",
+    "check_backend_name",
     "get_backend",
     "optional_import",
     "required_import",
@@ -95,11 +96,17 @@ def available() -> dict[str, tuple[bool, str]]:
     return {name: _availability(name) for name in BACKENDS}
 
 
-def get_backend(name: str) -> ModuleType:
-    """The ops module of backend ``name``; raises if it cannot run here."""
-    if name not in BACKENDS:
+def check_backend_name(name: str, *, allow_auto: bool = True) -> None:
+    """Raise ``ValueError`` unless ``name`` is a backend name (or ``"auto"``, where allowed);
+    whether it can run here is not asked: a grid for a GPU machine is checked on a laptop."""
+    if name not in BACKENDS and not (allow_auto and name == "auto"):
         expected = ", ".join(BACKENDS)
         raise ValueError(f"unknown backend {name!r}; expected one of {expected} or 'auto'")
+
+
+def get_backend(name: str) -> ModuleType:
+    """The ops module of backend ``name``; raises if it cannot run here."""
+    check_backend_name(name, allow_auto=False)
     usable, reason = _availability(name)
     if not usable:
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}") from (

@@ -10,8 +10,9 @@ Threads. The ops parallelise with OpenMP over ``threads`` workers (default: torc
 single-threaded: :func:`_single_threaded_blas` limits every BLAS pool to one thread (with
 threadpoolctl) for the duration of a call, and torch's MKL GEMM, where the ops use it
 (:mod:`masc_fast.backends.cpu_gemm`), is kept to the calling thread around each call, so the
-process never runs more than ``threads`` busy threads. The extension's OpenMP runtime is the one torch already loaded (the dynamic
-loader resolves ``libgomp.so.1`` to torch's copy), so the two pools are one runtime;
+process never runs more than ``threads`` busy threads. The extension's OpenMP runtime is the
+one torch already loaded (the dynamic loader resolves ``libgomp.so.1`` to torch's copy), so
+the two pools are one runtime;
 ``tests/test_cpp_threads.py`` checks both in one process.
 """
 

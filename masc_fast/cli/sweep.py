@@ -44,7 +44,8 @@ def _default_run_cell(cell, spec):
 
 def run(args: argparse.Namespace, *, run_cell=None) -> int:
     """Execute ``masc-fast sweep``: 0 when every cell is done, 1 when a cell failed, 2 for a
-    bad sweep file, 3 when another command holds the sweep folder's lock. ``run_cell`` defaults to :func:`masc_fast.pipeline.sweeps.cells.run_cell`."""
+    bad sweep file, 3 when another command holds the sweep folder's lock. ``run_cell``
+    defaults to :func:`masc_fast.pipeline.sweeps.cells.run_cell`."""
     from masc_fast.pipeline.folder_lock import FolderBusyError, FolderLock
     from masc_fast.pipeline.results_table import completed_cells
     from masc_fast.pipeline.sweeps.run import load_sweep, run_sweep

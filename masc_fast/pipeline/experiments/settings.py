@@ -44,7 +44,7 @@ class ProbeSettings:
 
     def __post_init__(self):
         from masc_fast._validation import check_variance
-        from masc_fast.backends import BACKENDS
+        from masc_fast.backends import check_backend_name
         from masc_fast.probing.strategy import parse_bytes
 
         check_variance(self.variance)
@@ -52,8 +52,7 @@ class ProbeSettings:
             raise TypeError(f"batch_size must be a whole number, got {self.batch_size!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.backend not in ("auto", *BACKENDS):
-            raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {self.backend!r}")
+        check_backend_name(self.backend)
         if self.memory_budget is not None:
             parse_bytes(self.memory_budget)
         if self.thresholds is not None:  # a TOML list or any iterable: validated, sorted tuple

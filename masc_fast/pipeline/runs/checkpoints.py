@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from masc_fast._io import read_tensors, write_tensors
+from masc_fast._io import read_metadata, read_tensors, write_tensors
 
 __all__ = [
     "Checkpoint",
@@ -245,19 +245,10 @@ def checkpoint_metadata(path: str | os.PathLike) -> dict:
     ValueError
         If the file is not a masc_fast checkpoint or has another format number.
     """
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = (handle.metadata() or {}).get(_METADATA_KEY)
-    except Exception as error:  # noqa: BLE001 - safetensors raises its own and OS errors
-        raise ValueError(
-            f"{path}: not a readable safetensors file ({type(error).__name__}: {error}); it "
-            "may be truncated, corrupt or not a masc_fast checkpoint"
-        ) from error
+    header = read_metadata(path).get(_METADATA_KEY)
     if header is None:
         raise ValueError(f"{path} is a safetensors file but not a masc_fast training checkpoint")
     info = json.loads(header)
