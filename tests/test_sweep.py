@@ -316,3 +316,54 @@ def test_every_grid_value_is_checked_when_the_grid_is_loaded(tmp_path, extra, me
     args = parser.parse_args(["sweep", str(grid), "--list"])
     assert args.run(args) == 2
     assert str(grid) in capsys.readouterr().out
+
+
+def test_sweep_disk_estimate_bounds_a_real_run_and_its_probe(tmp_path):
+    """The up-front estimate against what a real digits MLP run writes: at least its
+    folder's size, at most 1.6x it (the upper bounds: ``last`` counted twice, every periodic
+    snapshot); a finished run is not counted again; the largest probe store is the one the
+    probe's own check computes for the same layers."""
+    from masc_fast.pipeline.runs.train import RunConfig, train_run
+    from masc_fast.pipeline.sweeps.cells import run_name
+    from masc_fast.pipeline.sweeps.disk import sweep_disk
+    from masc_fast.probing.strategy import planned_disk_bytes
+
+    spec = load_sweep(_write(tmp_path, GRID.replace('"grid-out"', f'"{tmp_path / "out"}"')))
+    disk = sweep_disk(spec, spec.cells())
+    assert disk.runs_to_train == 4  # 2 p x 2 seeds; exp1 and exp2 share a run
+    cell = spec.cells()[0]
+    run_dir = spec.runs_dir / run_name(cell.model, cell.dataset, cell.p, cell.seed)
+    config = RunConfig(model="mlp", dataset="digits", p=0.0, seed=0, max_epochs=3)
+    train_run(config, run_dir, progress=False)
+    written = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
+    assert written <= disk.runs / 4 <= 1.6 * written
+    after = sweep_disk(spec, spec.cells())
+    assert after.runs_to_train == 3 and after.runs == 3 * disk.runs // 4
+    dims = {"input": 64, "fc1": 128, "fc2": 512, "fc3": 2048, "fc4": 2048}  # the paper's MLP
+    gram_only = planned_disk_bytes(
+        dims, dict.fromkeys(dims, "gram"), rows=1347, num_classes=10, label_sets=2, checkpoint=True
+    )
+    assert disk.probe == gram_only == 2 * 2 * 10 * 8 * sum(d * d for d in dims.values())
+    assert "4 runs to train" in disk.summary() and "free" in disk.summary()
+
+
+def test_sweep_stops_before_any_cell_when_the_disk_is_short(tmp_path, monkeypatch, capsys):
+    """A shortfall is reported before the first cell runs, naming the folder and the bytes."""
+    from collections import namedtuple
+
+    import masc_fast.pipeline.sweeps.disk as disk_module
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(disk_module.shutil, "disk_usage", lambda path: usage(10**6, 0, 10**6))
+    grid = _write(tmp_path, GRID)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    listing = parser.parse_args(["sweep", str(grid), "--list"])
+    assert listing.run(listing) == 0
+    assert "disk: about" in capsys.readouterr().out
+    args = parser.parse_args(["sweep", str(grid), "--no-progress"])
+    runner = FakeRunner()
+    assert args.run(args, run_cell=runner) == 1
+    out = capsys.readouterr().out
+    assert runner.calls == []
+    assert "the sweep needs about" in out and "1,000,000 are free" in out and "grid-out" in out

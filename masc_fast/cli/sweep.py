@@ -48,6 +48,7 @@ def run(args: argparse.Namespace, *, run_cell=None) -> int:
     defaults to :func:`masc_fast.pipeline.sweeps.cells.run_cell`."""
     from masc_fast.pipeline.folder_lock import FolderBusyError, FolderLock
     from masc_fast.pipeline.results_table import completed_cells
+    from masc_fast.pipeline.sweeps.disk import check_sweep_disk, sweep_disk
     from masc_fast.pipeline.sweeps.run import load_sweep, run_sweep
 
     try:
@@ -65,11 +66,15 @@ def run(args: argparse.Namespace, *, run_cell=None) -> int:
         for cell in cells:
             print(f"{'done' if cell.cell_id in done else 'todo'}  {cell.cell_id}")
         print(f"{sum(c.cell_id in done for c in cells)} of {len(cells)} cells done ({spec.out})")
+        print(sweep_disk(spec, [cell for cell in cells if cell.cell_id not in done]).summary())
         return 0
     try:
         with FolderLock(spec.out, "masc-fast sweep", wait=args.wait):
             table = run_sweep(
-                spec, run_cell=run_cell or _default_run_cell, progress=not args.no_progress
+                spec,
+                run_cell=run_cell or _default_run_cell,
+                progress=not args.no_progress,
+                check_disk=check_sweep_disk,
             )
     except FolderBusyError as error:
         print(f"error: {error}")

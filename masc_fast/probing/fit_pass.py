@@ -29,7 +29,7 @@ from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, unpac
 from masc_fast.probing.fit_checkpoint import FitCheckpoint, label_fingerprint
 from masc_fast.probing.phases import LayerTimer, PhaseClock
 from masc_fast.probing.stored_layer import StoredLayer
-from masc_fast.probing.strategy import plan_strategies
+from masc_fast.probing.strategy import plan_strategies, planned_disk_bytes
 
 __all__ = ["FitOptions", "FitPass", "FitOutcome"]
 
@@ -127,15 +127,15 @@ class FitPass:
         rows, opts = self.options.total_rows, self.options
         if rows is None or not (self.stored or opts.checkpoint is not None):
             return
-        need = sum(
-            rows * (stored.shards.row_bytes + 4 * (len(self.label_sets) - 1))
-            for stored in self.stored.values()
+        need = planned_disk_bytes(
+            self.dims,
+            self.strategies,
+            rows=rows,
+            num_classes=self.num_classes,
+            label_sets=len(self.label_sets),
+            checkpoint=opts.checkpoint is not None,
+            store_itemsize=torch.empty((), dtype=opts.store_dtype).element_size(),
         )
-        if opts.checkpoint is not None:  # a new state beside the old one, at most every Gram
-            need += 2 * sum(
-                accumulator.num_classes * accumulator.dim**2 * 8
-                for accumulator in self.accumulators.values()
-            )
         opts.store_dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(opts.store_dir).free
         if need > free:

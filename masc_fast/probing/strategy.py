@@ -19,7 +19,13 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["STRATEGIES", "default_memory_budget", "parse_bytes", "plan_strategies"]
+__all__ = [
+    "STRATEGIES",
+    "default_memory_budget",
+    "parse_bytes",
+    "plan_strategies",
+    "planned_disk_bytes",
+]
 
 STRATEGIES = ("auto", "gram", "stored", "gram_trick", "randomized")
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20}
@@ -87,3 +93,31 @@ def plan_strategies(
         else:
             plan[layer] = "stored"
     return {layer: plan[layer] for layer in dims}
+
+
+def planned_disk_bytes(
+    dims: Mapping[str, int],
+    plan: Mapping[str, str],
+    *,
+    rows: int,
+    num_classes: int,
+    label_sets: int,
+    checkpoint: bool,
+    store_itemsize: int = 4,
+) -> int:
+    """Bytes a probe writes for ``rows`` training rows under ``plan``: the stored layers' rows
+    (``store_itemsize`` per value, plus an int32 label per extra label set) and, with
+    ``checkpoint``, a new fit-pass state beside the old one holding every streamed Gram
+    (K·d² float64 per label set)."""
+    need = sum(
+        rows * (dims[layer] * store_itemsize + 4 * (label_sets - 1))
+        for layer, strategy in plan.items()
+        if strategy != "gram"
+    )
+    if checkpoint:
+        need += 2 * sum(
+            label_sets * num_classes * dims[layer] ** 2 * 8
+            for layer, strategy in plan.items()
+            if strategy == "gram"
+        )
+    return need

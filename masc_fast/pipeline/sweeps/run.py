@@ -74,6 +74,7 @@ def run_sweep(
     *,
     run_cell: Callable[[Cell, SweepSpec], pd.DataFrame],
     progress: bool = True,
+    check_disk: Callable[[SweepSpec, list[Cell]], object] | None = None,
 ) -> pd.DataFrame:
     """Run every cell of the grid that has no results yet; return the whole table.
 
@@ -87,6 +88,10 @@ def run_sweep(
         the cell. The CLI passes :func:`masc_fast.pipeline.sweeps.cells.run_cell`.
     progress : bool, default True
         A progress bar over the cells.
+    check_disk : callable ``(spec, cells)``, optional
+        Called with the cells still to run before the first of them starts; raises when
+        they will not fit on the disk (the CLI passes
+        :func:`masc_fast.pipeline.sweeps.disk.check_sweep_disk`).
 
     Returns
     -------
@@ -98,6 +103,8 @@ def run_sweep(
     ValueError
         If earlier cells in ``spec.out`` were made with other ``[train]`` / ``[probe]``
         options, or a cell's rows do not fit the schema.
+    OSError
+        From ``check_disk``, before any cell ran (ENOSPC: the estimate does not fit).
     BaseException
         Whatever ``run_cell`` raised (KeyboardInterrupt included), after logging which cell
         failed; every cell finished before it is on disk and in the table, so running the
@@ -116,6 +123,8 @@ def run_sweep(
     todo = [cell for cell in cells if cell.cell_id not in done]
     skipped = len(cells) - len(todo)
     logger.info("sweep %s: %d cells, %d done, %d to run", spec.out, len(cells), skipped, len(todo))
+    if check_disk is not None and todo:
+        check_disk(spec, todo)
     bar = progress_bar(
         total=len(cells), initial=skipped, desc="sweep", unit="cell", disable=not progress
     )
