@@ -98,7 +98,8 @@ def test_cli_train_maps_every_option_into_the_config(parser, tmp_path):
 
 def test_cli_train_defaults(parser):
     args = parser.parse_args(["train", "--model", "cnn", "--dataset", "mnist", "--out", "x"])
-    assert (args.p, args.seed, args.noise_recipe, args.no_shuffle) == (0.0, 0, "seeded", False)
+    assert (args.p, args.seed, args.noise_recipe, args.no_shuffle) == (None, 0, "seeded", False)
+    assert args.randomize == "none"  # --p unset: 0, or 1 with --randomize random-labels
     assert args.max_epochs is None and args.lr is None and args.checkpoint_every == 10
     assert not (args.resume or args.download or args.compile or args.amp or args.no_progress)
 

@@ -419,7 +419,9 @@ def test_build_model_explicit_alexnet_variant():
 
 
 def test_model_names():
-    assert MODEL_NAMES == ("mlp", "cnn", "alexnet", "resnet18", "mlp-small")
+    paper = ("mlp", "cnn", "alexnet", "resnet18", "mlp-small")
+    zhang = ("mlp-1x512", "mlp-3x512", "alexnet-small", "inception-small")
+    assert MODEL_NAMES == paper + zhang
     assert INPUT_LAYER == "input"
 
 
@@ -474,3 +476,50 @@ def test_build_model_errors(kwargs, error, match):
 def test_model_constructors_reject_bad_arguments(factory, error, match):
     with pytest.raises(error, match=match):
         factory()
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "expected"),
+    [
+        # Zhang et al. quote ≈1.21 M, ≈1.74 M, ≈1.38 M and ≈1.65 M on 28×28×3 crops.
+        ("mlp-1x512", (3, 28, 28), 1_209_866),
+        ("mlp-3x512", (3, 28, 28), 1_735_178),
+        ("alexnet-small", (3, 28, 28), 1_387_786),
+        ("inception-small", (3, 28, 28), 1_652_826),
+        ("alexnet-small", (3, 32, 32), 1_756_426),
+        ("inception-small", (3, 32, 32), 1_652_826),
+        ("alexnet-small", (1, 28, 28), 1_384_586),
+        ("inception-small", (1, 28, 28), 1_651_098),
+    ],
+)
+def test_zhang_networks_parameter_counts(name, shape, expected):
+    model = build_model(name, input_shape=shape, num_classes=10)
+    assert _parameter_count(model) == expected
+    model.eval()
+    assert model(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["alexnet-small", "inception-small", "mlp-1x512", "mlp-3x512"])
+def test_zhang_networks_masc_layers_are_modules_with_the_stated_widths(name):
+    model = build_model(name, input_shape=(3, 32, 32), num_classes=10).eval()
+    tap = ActivationTap(model, resolve_layers(model, None))
+    with tap.attached():
+        _, captured = tap.forward(torch.rand(3, 3, 32, 32))
+    widths = {layer: rows.shape[1] for layer, rows in captured.items()}
+    expected = {
+        "alexnet-small": {"input": 3072, "flatten": 4096, "fc1": 384, "fc2": 192},
+        "inception-small": {"input": 3072, "pool": 336},
+        "mlp-1x512": {"input": 3072, "fc1": 512},
+        "mlp-3x512": {"input": 3072, "fc1": 512, "fc2": 512, "fc3": 512},
+    }[name]
+    assert widths == expected
+    for layer, rows in captured.items():
+        if layer in ("fc1", "fc2", "fc3"):
+            assert bool((rows >= 0).all())  # after the ReLU
+
+
+def test_zhang_conv_networks_refuse_images_they_cannot_take():
+    with pytest.raises(ValueError, match=r"inception-small needs square images \(C, s, s\)"):
+        build_model("inception-small", input_shape=(64,), num_classes=10)
+    with pytest.raises(ValueError, match="s >= 15"):
+        build_model("alexnet-small", input_shape=(1, 8, 8), num_classes=10)

@@ -41,9 +41,33 @@ def test_training_recipe_small_mlp_on_digits_uses_fused_adam_at_twice_the_rate()
     assert recipe == TrainingRecipe("adam-fused", 2e-3, None, 32, 1.0, 100)
 
 
+ZHANG_NETS = ("mlp-1x512", "mlp-3x512", "alexnet-small", "inception-small")
+ZHANG_SETS = ("mnist", "fashion-mnist", "cifar10")
+
+
 def test_training_recipe_table_has_nothing_else():
     offline = {("mlp", "digits"), ("mlp", "mnist1d"), ("mlp-small", "digits")}
-    assert set(RECIPES) == set(SPEC_TABLE) | offline
+    zhang = {(model, dataset) for model in ZHANG_NETS for dataset in ZHANG_SETS}
+    assert set(RECIPES) == set(SPEC_TABLE) | offline | zhang
+
+
+@pytest.mark.parametrize("model", ZHANG_NETS)
+def test_zhang_networks_train_with_their_schedule(model):
+    """SGD momentum 0.9, batch 128, lr 0.1 (Inception) or 0.01, x0.95 per epoch."""
+    for dataset in ZHANG_SETS:
+        recipe = training_recipe(model, dataset)
+        lr = 0.1 if model == "inception-small" else 0.01
+        assert recipe == TrainingRecipe("sgd", lr, 0.9, 128, 1.0, 200, lr_decay=0.95)
+        assert recipe.lr_at(1) == lr and recipe.lr_at(3) == pytest.approx(lr * 0.95**2)
+        assert TrainingRecipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_constant_rate_recipes_keep_their_old_dict():
+    """recipe.json of runs made before lr_decay existed still matches (resume checks it)."""
+    recipe = training_recipe("mlp", "digits")
+    assert "lr_decay" not in recipe.to_dict() and recipe.lr_at(50) == recipe.lr
+    with pytest.raises(ValueError, match="lr_decay must be a factor in"):
+        TrainingRecipe("sgd", 0.1, 0.9, 128, 1.0, 10, lr_decay=1.5)
 
 
 def test_training_recipe_every_model_and_dataset_name_exists():

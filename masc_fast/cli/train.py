@@ -52,6 +52,7 @@ def register(commands) -> argparse.ArgumentParser:
     >>> args.p, args.run is run
     (0.0, True)
     """
+    from masc_fast.data.randomization import RANDOMIZATIONS
     from masc_fast.models import MODEL_NAMES
     from masc_fast.pipeline.runs.config import NOISE_RECIPES
     from masc_fast.pipeline.runs.recipes import OPTIMIZERS
@@ -59,7 +60,11 @@ def register(commands) -> argparse.ArgumentParser:
     parser = commands.add_parser("train", help=HELP, description=DESCRIPTION)
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
     parser.add_argument("--dataset", required=True, help="mnist, cifar10, digits, ...")
-    parser.add_argument("--p", type=float, default=0.0, help="label corruption degree in [0, 1]")
+    parser.add_argument(
+        "--p",
+        type=float,
+        help="label corruption degree in [0, 1] (default 0; 1 with --randomize random-labels)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="run seed (init, shuffle, noise)")
     parser.add_argument(
         "--noise-recipe",
@@ -71,6 +76,14 @@ def register(commands) -> argparse.ArgumentParser:
         "--no-shuffle",
         action="store_true",
         help="keep the training set in dataset order every epoch, as the authors did",
+    )
+    parser.add_argument(
+        "--randomize",
+        choices=("none", *RANDOMIZATIONS),
+        default="none",
+        help="one of Zhang et al.'s randomization tests (masc_fast.data.randomization): true, "
+        "partial (needs --p), random-labels, shuffled-pixels, random-pixels, gaussian; 'none' "
+        "(default): the inputs as they are, labels corrupted at --p by --noise-recipe",
     )
     options.add_data_root(parser)
     options.add_download(parser)
@@ -112,13 +125,15 @@ def run(args: argparse.Namespace) -> int:
     from masc_fast.pipeline.folder_lock import FolderLock
     from masc_fast.pipeline.runs.train import RunConfig, train_run
 
+    p = args.p if args.p is not None else float(args.randomize == "random-labels")
     config = RunConfig(
         model=args.model,
         dataset=args.dataset,
-        p=args.p,
+        p=p,
         seed=args.seed,
         noise_recipe=args.noise_recipe,
         shuffle=not args.no_shuffle,
+        randomize=args.randomize,
         optimizer=args.optimizer,
         lr=args.lr,
         momentum=args.momentum,

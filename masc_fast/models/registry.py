@@ -12,12 +12,25 @@ from masc_fast.models.alexnet import ALEXNET_INPUT_SIZE, AlexNet
 from masc_fast.models.cnn import CNN, FLATTEN_WIDTH
 from masc_fast.models.mlp import MLP, SMALL_HIDDEN, check_width
 from masc_fast.models.resnet import ResNet18
+from masc_fast.models.zhang import SmallAlexNet, SmallInception
 
 __all__ = ["MODEL_NAMES", "build_model"]
 
 #: Names :func:`build_model` accepts: the paper's models in the order it introduces them, then
-#: ``"mlp-small"`` (the MLP with two hidden layers of 512, the one-minute demo's model).
-MODEL_NAMES = ("mlp", "cnn", "alexnet", "resnet18", "mlp-small")
+#: ``"mlp-small"`` (the MLP with two hidden layers of 512, the one-minute demo's model), then
+#: Zhang et al.'s randomization-test networks (:mod:`masc_fast.models.zhang`).
+MODEL_NAMES = (
+    "mlp",
+    "cnn",
+    "alexnet",
+    "resnet18",
+    "mlp-small",
+    "mlp-1x512",
+    "mlp-3x512",
+    "alexnet-small",
+    "inception-small",
+)
+_ZHANG_MLP = {"mlp-1x512": (512,), "mlp-3x512": (512, 512, 512)}
 
 _RESNET_INPUT = (3, 32, 32)
 
@@ -59,9 +72,12 @@ def build_model(
 
     Parameters
     ----------
-    name : {"mlp", "cnn", "alexnet", "resnet18", "mlp-small"}
-        Which model (SPEC §3.1-3.4); ``"mlp-small"`` is :class:`~masc_fast.models.mlp.MLP`
-        with hidden widths :data:`~masc_fast.models.mlp.SMALL_HIDDEN`.
+    name : str
+        One of :data:`MODEL_NAMES`: the paper's models (SPEC §3.1-3.4); ``"mlp-small"``,
+        :class:`~masc_fast.models.mlp.MLP` with hidden widths
+        :data:`~masc_fast.models.mlp.SMALL_HIDDEN`; Zhang et al.'s ``"mlp-1x512"``,
+        ``"mlp-3x512"``, ``"alexnet-small"`` and ``"inception-small"`` (square images of
+        15 px or more for the last two).
     input_shape : sequence of int
         Shape of one sample without the batch axis: ``(1, 28, 28)`` for MNIST,
         ``(3, 32, 32)`` for CIFAR, ``(3, 64, 64)`` for Tiny ImageNet, ``(64,)`` for
@@ -108,6 +124,14 @@ def build_model(
         return MLP(math.prod(shape), num_classes)
     if name == "mlp-small":
         return MLP(math.prod(shape), num_classes, hidden=SMALL_HIDDEN)
+    if name in _ZHANG_MLP:
+        return MLP(math.prod(shape), num_classes, hidden=_ZHANG_MLP[name])
+    if name in ("alexnet-small", "inception-small"):
+        if len(shape) != 3 or shape[1] != shape[2] or shape[1] < 15:
+            raise ValueError(f"{name} needs square images (C, s, s) with s >= 15, got {shape}")
+        channels, side = shape[0], shape[1]
+        network = SmallAlexNet if name == "alexnet-small" else SmallInception
+        return network(channels, num_classes, image_size=side)
     if name == "cnn":
         channels, side = _square_image("cnn", shape, FLATTEN_WIDTH)
         return CNN(channels, num_classes, image_size=side)

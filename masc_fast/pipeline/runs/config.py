@@ -47,6 +47,14 @@ class RunConfig:
         authors' fixed ``np.random.seed(42)`` labels, identical in every run.
     shuffle : bool, default True
         Shuffle the training set each epoch; ``False`` reproduces the authors' fixed order.
+    randomize : str, default "none"
+        ``"none"``: the inputs as they are, the labels corrupted at ``p`` by ``noise_recipe``
+        (the paper's runs). Else one of Zhang et al.'s randomization tests
+        (:mod:`masc_fast.data.randomization`), which fixes ``p``: ``"true"`` (p = 0),
+        ``"partial"`` (0 < p <= 1, the ``"seeded"`` noise: Zhang's rule), ``"random-labels"``
+        (p = 1, seeded), and the input modes ``"shuffled-pixels"``, ``"random-pixels"``,
+        ``"gaussian"`` (p = 0; the inputs are randomized from ``seed``, the same way whenever
+        the run is trained, resumed or probed).
     optimizer, lr, momentum, batch_size, target_accuracy, max_epochs : optional
         Overrides of :func:`masc_fast.pipeline.runs.recipes.training_recipe`'s values; ``None`` keeps the
         recipe's. ``target_accuracy`` is a fraction (0.999, not 99.9).
@@ -83,6 +91,7 @@ class RunConfig:
     seed: int = 0
     noise_recipe: str = "seeded"
     shuffle: bool = True
+    randomize: str = "none"
     optimizer: str | None = None
     lr: float | None = None
     momentum: float | None = None
@@ -110,6 +119,7 @@ class RunConfig:
                 raise TypeError(f"{name} must be an integer, got {value!r}")
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
+        self._check_randomize()
         if self.noise_recipe not in NOISE_RECIPES:
             raise ValueError(
                 f"noise_recipe must be one of {NOISE_RECIPES}, got {self.noise_recipe!r}"
@@ -123,6 +133,30 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a string or None, got {value!r}")
+
+    def _check_randomize(self) -> None:
+        """The corruption degree each randomization test fixes (see ``randomize``)."""
+        from masc_fast.data.randomization import INPUT_MODES, check_mode
+
+        if self.randomize == "none":
+            return
+        check_mode(self.randomize)
+        if self.randomize in ("partial", "random-labels") and self.noise_recipe != "seeded":
+            raise ValueError(
+                f"randomize={self.randomize!r} draws Zhang's seeded label noise; "
+                f"noise_recipe={self.noise_recipe!r} is the paper's (use randomize='none')"
+            )
+        wanted = {"true": "p = 0", "random-labels": "p = 1", "partial": "0 < p <= 1"}
+        wanted |= dict.fromkeys(INPUT_MODES, "p = 0")
+        allowed = {
+            "p = 0": self.p == 0,
+            "p = 1": self.p == 1,
+            "0 < p <= 1": 0 < self.p <= 1,
+        }[wanted[self.randomize]]
+        if not allowed:
+            raise ValueError(
+                f"randomize={self.randomize!r} needs {wanted[self.randomize]}, got p={self.p:g}"
+            )
 
     def recipe(self) -> TrainingRecipe:
         """The training recipe with this config's overrides applied.
@@ -154,8 +188,12 @@ class RunConfig:
         return TrainingRecipe(**values)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict of every field (the inverse of :meth:`from_dict`)."""
-        return asdict(self)
+        """JSON-ready dict of every field (the inverse of :meth:`from_dict`); ``randomize``
+        only when it is not ``"none"``, so runs made before it existed still resume."""
+        values = asdict(self)
+        if values["randomize"] == "none":
+            del values["randomize"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> RunConfig:

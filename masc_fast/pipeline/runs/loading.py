@@ -27,6 +27,7 @@ __all__ = [
     "load_labels",
     "load_run",
     "resolve_device",
+    "run_inputs",
 ]
 
 
@@ -39,7 +40,8 @@ class LoadedRun(NamedTuple):
     model : torch.nn.Module
         The checkpoint's weights, on the requested device, in ``eval()`` mode.
     train, test : masc_fast.data.LabelledSplit
-        The dataset as loaded now (true labels in dataset order).
+        The dataset as loaded now (true labels in dataset order), its inputs randomized as
+        the run's were (:func:`run_inputs`).
     true_labels, corrupted_labels : torch.Tensor, int64, shape (n_train,), CPU
         From ``labels.npz``; ``true_labels`` equals ``train.labels`` (checked).
     """
@@ -50,6 +52,20 @@ class LoadedRun(NamedTuple):
     test: object
     true_labels: torch.Tensor
     corrupted_labels: torch.Tensor
+
+
+def run_inputs(config, train, test):
+    """The run's ``(train, test)`` splits as its model sees them: with ``config.randomize``'s
+    input randomization applied from ``config.seed`` (:func:`masc_fast.data.randomization.randomize_split`),
+    so training, resuming and probing a run all read the same inputs."""
+    from masc_fast.data.randomization import randomize_split
+
+    if config.randomize == "none":
+        return train, test
+    return (
+        randomize_split(train, config.randomize, seed=config.seed),
+        randomize_split(test, config.randomize, seed=config.seed),
+    )
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -228,6 +244,7 @@ def load_run(
     weights = checkpoint_path(run_dir, checkpoint)
     true_labels, corrupted_labels = load_labels(run_dir)
     train, test = load_dataset(config.dataset, root=config.data_root, progress=progress)
+    train, test = run_inputs(config, train, test)
     if len(train) != len(true_labels) or not torch.equal(train.labels, true_labels):
         raise ValueError(
             f"run {run_dir}: the true labels in labels.npz do not match dataset "

@@ -2,7 +2,7 @@
 
 SPEC §4: cross-entropy, no weight decay, no schedule, no augmentation; stop at the end of the
 first epoch whose running train accuracy on the (corrupted) training labels reaches the target,
-or after the cap. :func:`training_recipe` returns the table's row as a :class:`TrainingRecipe`.
+or after the cap. Zhang et al.'s networks add their per-epoch learning-rate decay. :func:`training_recipe` returns the table's row as a :class:`TrainingRecipe`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class TrainingRecipe:
         running train accuracy on the (corrupted) training labels is ``>= target_accuracy``.
     max_epochs : int
         Epoch cap, >= 1.
+    lr_decay : float, default 1.0
+        Per-epoch factor of the learning rate: epoch e (1-based) runs at
+        ``lr · lr_decay ** (e − 1)`` (Zhang et al.: 0.95); 1.0 is the paper's constant rate.
 
     Raises
     ------
@@ -57,6 +60,7 @@ class TrainingRecipe:
     batch_size: int
     target_accuracy: float
     max_epochs: int
+    lr_decay: float = 1.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -80,6 +84,9 @@ class TrainingRecipe:
                 raise TypeError(f"{name} must be an integer, got {value!r}")
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        decay = self.lr_decay
+        if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 < decay <= 1:
+            raise ValueError(f"lr_decay must be a factor in (0, 1], got {decay!r}")
         target = self.target_accuracy
         if isinstance(target, bool) or not isinstance(target, numbers.Real) or not 0 < target <= 1:
             raise ValueError(
@@ -87,8 +94,16 @@ class TrainingRecipe:
             )
 
     def to_dict(self) -> dict:
-        """The recipe as a JSON-ready dict (the inverse of :meth:`from_dict`)."""
-        return asdict(self)
+        """The recipe as a JSON-ready dict (the inverse of :meth:`from_dict`); ``lr_decay``
+        only when it is not 1, so runs made before it existed still resume."""
+        values = asdict(self)
+        if values["lr_decay"] == 1.0:
+            del values["lr_decay"]
+        return values
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (1-based)."""
+        return self.lr * self.lr_decay ** (epoch - 1)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainingRecipe:
@@ -106,6 +121,21 @@ def _sgd(lr, batch_size, target, cap=500):
 
 def _adam(lr, batch_size, target, cap=500):
     return TrainingRecipe("adam", lr, None, batch_size, target, cap)
+
+
+def _zhang(lr):
+    """Zhang et al.'s randomization-test schedule: SGD momentum 0.9, batch 128, ×0.95 per
+    epoch, until every training label is fitted (cap 200 epochs)."""
+    return TrainingRecipe("sgd", lr, 0.9, 128, 1.0, 200, lr_decay=0.95)
+
+
+# Zhang et al.'s networks on 28×28 grey and 32×32 colour images: lr 0.1 for the Inception,
+# 0.01 for the others.
+_ZHANG_RECIPES = {
+    (model, dataset): _zhang(0.1 if model == "inception-small" else 0.01)
+    for model in ("mlp-1x512", "mlp-3x512", "alexnet-small", "inception-small")
+    for dataset in ("mnist", "fashion-mnist", "cifar10")
+}
 
 
 #: (model, dataset) -> recipe. The first eight rows are SPEC §4's table; the MLP training
@@ -137,6 +167,7 @@ RECIPES: dict[tuple[str, str], TrainingRecipe] = {
     ("mlp", "digits"): _adam(1e-3, 32, 1.0, cap=100),
     ("mlp", "mnist1d"): _adam(1e-3, 32, 1.0, cap=100),
     ("mlp-small", "digits"): TrainingRecipe("adam-fused", 2e-3, None, 32, 1.0, 100),
+    **_ZHANG_RECIPES,
 }
 
 
@@ -155,9 +186,13 @@ def training_recipe(model: str, dataset: str) -> TrainingRecipe:
     resnet18 / cifar10            SGD    1e-3    0.9       32     1.0     500
     mlp / digits, mnist1d         Adam   1e-3    --        32     1.0     100
     mlp-small / digits            Adam*  2e-3    --        32     1.0     100
+    Zhang's nets** / mnist,       SGD    1e-2    0.9       128    1.0     200
+    fashion-mnist, cifar10
     ============================  =====  ======  ========  =====  ======  ===
 
-    ``*`` ``"adam-fused"``: Adam through torch's fused kernel.
+    ``*`` ``"adam-fused"``: Adam through torch's fused kernel. ``**`` ``mlp-1x512``,
+    ``mlp-3x512``, ``alexnet-small``, ``inception-small`` (lr 0.1), with ``lr_decay`` 0.95
+    (Zhang et al., ``RANDOMIZATION.md``).
 
     Parameters
     ----------

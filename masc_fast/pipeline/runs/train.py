@@ -134,6 +134,7 @@ def train_run(
     """
     from masc_fast.data import BatchLoader, dataset_info, load_dataset
     from masc_fast.data.corruption import noisy_labels
+    from masc_fast.pipeline.runs.loading import run_inputs
 
     run_dir = Path(run_dir)
     recipe = config.recipe()
@@ -144,6 +145,7 @@ def train_run(
     train, test = load_dataset(
         config.dataset, root=config.data_root, download=config.download, progress=progress
     )
+    train, test = run_inputs(config, train, test)
     true_labels = train.labels.numpy()
     corrupted = noisy_labels(
         true_labels,

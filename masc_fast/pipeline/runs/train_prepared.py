@@ -214,6 +214,8 @@ def train_prepared(
 
     def epoch_row(epoch: int) -> dict:
         started = time.perf_counter()
+        for group in optimizer.param_groups:  # a function of the epoch: resumes exactly
+            group["lr"] = recipe.lr_at(epoch)
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         stats = train_epoch(

@@ -11,9 +11,11 @@ from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
 __all__ = ["run_cell", "run_name"]
 
 
-def run_name(model: str, dataset: str, p: float, seed: int) -> str:
-    """Folder name of a training run in a sweep: ``mlp-digits-p0.2-s1``."""
-    return f"{model}-{dataset}-p{p:g}-s{seed}"
+def run_name(model: str, dataset: str, p: float, seed: int, randomize: str = "none") -> str:
+    """Folder name of a training run in a sweep: ``mlp-digits-p0.2-s1`` (with the
+    randomization after the dataset when it is not ``"none"``)."""
+    mode = "" if randomize == "none" else f"-{randomize}"
+    return f"{model}-{dataset}{mode}-p{p:g}-s{seed}"
 
 
 def run_cell(cell, spec) -> pd.DataFrame:
@@ -26,9 +28,16 @@ def run_cell(cell, spec) -> pd.DataFrame:
 
     train_p = 0.0 if cell.experiment == "exp3" else cell.p
     config = RunConfig(
-        model=cell.model, dataset=cell.dataset, p=train_p, seed=cell.seed, **dict(spec.train)
+        model=cell.model,
+        dataset=cell.dataset,
+        p=train_p,
+        seed=cell.seed,
+        randomize=cell.randomize,
+        **dict(spec.train),
     )
-    run_dir = Path(spec.runs_dir) / run_name(cell.model, cell.dataset, train_p, cell.seed)
+    run_dir = Path(spec.runs_dir) / run_name(
+        cell.model, cell.dataset, train_p, cell.seed, cell.randomize
+    )
     progress = bool(spec.probe.get("progress", True))
     train_run(config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)
     settings = ProbeSettings(**dict(spec.probe))

@@ -91,7 +91,12 @@ def _run_bytes(cell: Cell, spec: SweepSpec, train_p: float) -> int:
     from masc_fast.pipeline.runs.config import RunConfig
 
     config = RunConfig(
-        model=cell.model, dataset=cell.dataset, p=train_p, seed=cell.seed, **dict(spec.train)
+        model=cell.model,
+        dataset=cell.dataset,
+        p=train_p,
+        seed=cell.seed,
+        randomize=cell.randomize,
+        **dict(spec.train),
     )
     recipe = config.recipe()
     state, params, _ = _model_facts(cell.model, cell.dataset)
@@ -152,7 +157,9 @@ def sweep_disk(spec: SweepSpec, cells: list[Cell]) -> SweepDisk:
     probe = 0
     for cell in cells:
         train_p = 0.0 if cell.experiment == "exp3" else cell.p
-        run_dir = spec.runs_dir / run_name(cell.model, cell.dataset, train_p, cell.seed)
+        run_dir = spec.runs_dir / run_name(
+            cell.model, cell.dataset, train_p, cell.seed, cell.randomize
+        )
         if run_dir not in runs and not (run_dir / "summary.json").exists():
             runs[run_dir] = max(0, _run_bytes(cell, spec, train_p) - _folder_bytes(run_dir))
         if cell.experiment in _RETRAIN_EXPERIMENTS:  # a second run of the model, per cell

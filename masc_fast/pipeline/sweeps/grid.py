@@ -9,6 +9,7 @@ The format::
     p = [0.0, 0.2, 0.4]
     seeds = [0, 1, 2]           # default [0]
     experiments = ["exp1", "exp2", "exp3"]   # default ["exp1"]
+    randomize = ["none"]        # Zhang's randomization tests; default ["none"]
     format = "csv"              # or "parquet" (needs pyarrow); default "csv"
 
     [train]                     # optional RunConfig overrides (masc_fast.pipeline.runs.config)
@@ -16,6 +17,14 @@ The format::
 
     [probe]                     # optional ProbeSettings (masc_fast.pipeline.experiments.masc)
     variance = 0.99
+
+``randomize`` (:mod:`masc_fast.data.randomization`, :class:`~masc_fast.pipeline.runs.config.RunConfig`)
+is an axis whose modes take the p values they allow: ``"none"`` (the paper's corruption) every
+p of the list, ``"partial"`` those above 0, ``"random-labels"`` p = 1, ``"true"`` and the input
+modes p = 0, whatever the list holds. So ``randomize = ["true", "partial", "random-labels",
+"shuffled-pixels", "random-pixels", "gaussian"]`` with ``p = [0.2, 0.4, ...]`` is Zhang et al.'s
+Figure 1 grid. Cells and runs of a mode other than ``"none"`` carry it in their ids
+(``mlp-digits-gaussian-p0-s0-exp1``).
 
 :func:`load_sweep` turns it into a :class:`SweepSpec` whose :meth:`~SweepSpec.cells` are the
 grid's :class:`Cell` s, or refuses it with a message naming the file and the key;
@@ -40,15 +49,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-__all__ = ["Cell", "SweepSpec", "load_sweep"]
+__all__ = ["Cell", "SweepSpec", "load_sweep", "mode_probabilities"]
 
 
 _SECTIONS = ("sweep", "train", "probe")
-_SWEEP_KEYS = ("out", "models", "datasets", "p", "seeds", "experiments", "format")
+_SWEEP_KEYS = ("out", "models", "datasets", "p", "seeds", "experiments", "randomize", "format")
 _REQUIRED = ("out", "models", "datasets", "p")
 _FORMATS = ("csv", "parquet")
 # The grid's own axes: a [train] table may not set them.
-_CELL_FIELDS = ("model", "dataset", "p", "seed")
+_CELL_FIELDS = ("model", "dataset", "p", "seed", "randomize")
 
 
 @dataclass(frozen=True)
@@ -60,11 +69,14 @@ class Cell:
     p: float
     seed: int
     experiment: str
+    randomize: str = "none"
 
     @property
     def cell_id(self) -> str:
-        """Stable id and file name, e.g. ``mlp-digits-p0.2-s1-exp1``."""
-        return f"{self.model}-{self.dataset}-p{self.p:g}-s{self.seed}-{self.experiment}"
+        """Stable id and file name, e.g. ``mlp-digits-p0.2-s1-exp1`` (with the randomization
+        after the dataset when it is not ``"none"``: ``mlp-digits-gaussian-p0-s1-exp1``)."""
+        mode = "" if self.randomize == "none" else f"-{self.randomize}"
+        return f"{self.model}-{self.dataset}{mode}-p{self.p:g}-s{self.seed}-{self.experiment}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,8 @@ class SweepSpec:
         The sweep folder (relative paths in the file are resolved against the file's folder).
     models, datasets, experiments : tuple of str
     p : tuple of float
+    randomize : tuple of str
+        Randomization modes (the module docstring says which p each takes).
     seeds : tuple of int
     train : dict
         ``[train]``: keyword overrides of :class:`masc_fast.pipeline.runs.config.RunConfig`.
@@ -94,6 +108,7 @@ class SweepSpec:
     p: tuple[float, ...]
     seeds: tuple[int, ...] = (0,)
     experiments: tuple[str, ...] = ("exp1",)
+    randomize: tuple[str, ...] = ("none",)
     train: dict = field(default_factory=dict)
     probe: dict = field(default_factory=dict)
     format: str = "csv"
@@ -110,15 +125,26 @@ class SweepSpec:
         return self.out / "results"
 
     def cells(self) -> list[Cell]:
-        """The grid in a stable order: models, then datasets, p, seeds, experiments."""
+        """The grid in a stable order: models, then datasets, randomizations, p, seeds,
+        experiments."""
         return [
-            Cell(model, dataset, p, seed, experiment)
+            Cell(model, dataset, p, seed, experiment, mode)
             for model in self.models
             for dataset in self.datasets
-            for p in self.p
+            for mode in self.randomize
+            for p in mode_probabilities(mode, self.p)
             for seed in self.seeds
             for experiment in self.experiments
         ]
+
+
+def mode_probabilities(mode: str, p: tuple[float, ...]) -> tuple[float, ...]:
+    """The corruption degrees of ``p`` a randomization mode runs at (module docstring)."""
+    if mode == "none":
+        return p
+    if mode == "partial":
+        return tuple(value for value in p if value > 0)
+    return (1.0,) if mode == "random-labels" else (0.0,)
 
 
 class _Where:
@@ -180,6 +206,20 @@ def _experiments(value, key: str, where: _Where) -> tuple[str, ...]:
     return names
 
 
+def _modes(value, p, where: _Where) -> tuple[str, ...]:
+    from masc_fast.data.randomization import RANDOMIZATIONS
+
+    names = _names(value, "sweep.randomize", where)
+    unknown = [name for name in names if name != "none" and name not in RANDOMIZATIONS]
+    if unknown:
+        raise where.error(
+            "sweep.randomize", f"unknown mode(s) {unknown}; expected some of none, {RANDOMIZATIONS}"
+        )
+    if "partial" in names and not any(value > 0 for value in _as_list(p, "sweep.p", where)):
+        raise where.error("sweep.randomize", "'partial' needs some p above 0 in sweep.p")
+    return names
+
+
 def _options(table, section: str, where: _Where, fields: Mapping[str, object]) -> dict:
     """A ``[train]`` / ``[probe]`` table, keys checked against ``fields`` (name → default)."""
     if not isinstance(table, dict):
@@ -197,7 +237,8 @@ def _options(table, section: str, where: _Where, fields: Mapping[str, object]) -
 
 
 def _plural(key: str) -> str:
-    return {"p": "p", "seed": "seeds", "model": "models", "dataset": "datasets"}[key]
+    plural = {"p": "p", "seed": "seeds", "model": "models", "dataset": "datasets"}
+    return plural.get(key, key)
 
 
 def _check_like_default(value, default, name: str, where: _Where) -> None:
@@ -292,6 +333,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         p=_probabilities(sweep["p"], "sweep.p", where),
         seeds=_seeds(sweep.get("seeds", [0]), "sweep.seeds", where),
         experiments=_experiments(sweep.get("experiments", ["exp1"]), "sweep.experiments", where),
+        randomize=_modes(sweep.get("randomize", ["none"]), sweep["p"], where),
         train=_options(
             document.get("train", {}),
             "train",
@@ -325,6 +367,13 @@ def _check_cells(spec: SweepSpec, where: _Where) -> None:
     for cell in spec.cells():
         train_p = 0.0 if cell.experiment == "exp3" else cell.p
         try:
-            RunConfig(cell.model, cell.dataset, p=train_p, seed=cell.seed, **spec.train).recipe()
+            RunConfig(
+                cell.model,
+                cell.dataset,
+                p=train_p,
+                seed=cell.seed,
+                randomize=cell.randomize,
+                **spec.train,
+            ).recipe()
         except (TypeError, ValueError) as error:
             raise where.error(f"cell {cell.cell_id}", str(error)) from error

@@ -69,6 +69,15 @@ def _check_settings(spec: SweepSpec) -> None:
     atomic_write_text(record, json.dumps(wanted, indent=1, sort_keys=True) + "\n")
 
 
+def _cell_columns(cell: Cell) -> dict:
+    """The run columns a cell's rows get; ``randomize`` only for a randomization test, so
+    tables of the paper's sweeps keep the schema columns alone."""
+    columns = dataclasses.asdict(cell)
+    if columns["randomize"] == "none":
+        del columns["randomize"]
+    return columns
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -138,7 +147,7 @@ def run_sweep(
                         f"run_cell returned {type(rows).__name__} for cell {cell.cell_id}, "
                         f"expected a pandas DataFrame of result rows"
                     )
-                rows = tidy_rows(rows, **dataclasses.asdict(cell))
+                rows = tidy_rows(rows, **_cell_columns(cell))
             except BaseException:
                 logger.exception(
                     "sweep %s: cell %s failed; the finished cells are in %s, run the sweep "
