@@ -419,6 +419,28 @@ def _full_table(seed: int = 7) -> pd.DataFrame:
                                 value=rng.uniform(low, high),
                             )
                         )
+            curves = dict(experiment="learning-curves", layer="model", p=p, seed=run)
+            for step in (50, 100, 150):
+                rows.append(
+                    _row(
+                        **curves,
+                        split="train",
+                        labels="corrupted",
+                        metric="train_loss",
+                        step=step,
+                        value=rng.uniform(0.1, 2.0),
+                    )
+                )
+            rows.append(
+                _row(
+                    **curves,
+                    split="train",
+                    labels="corrupted",
+                    metric="steps_to_fit",
+                    value=float(rng.integers(100, 300)),
+                )
+            )
+            rows.append(_row(**curves, metric="test_error", value=rng.uniform(0.1, 0.9)))
     return tidy_rows(pd.DataFrame(rows))
 
 
@@ -429,6 +451,9 @@ EVERY_FIGURE = (
     "wrong_reduction",
     "wrong_corrected_pct",
     "correct_broken_pct",
+    "zhang1a",
+    "zhang1b",
+    "zhang1c",
     "figure4-10",
     "wrong_reduction-10",
     "wrong_corrected_pct-10",
@@ -658,11 +683,12 @@ def test_report_from_digits_runs(digits_results, tmp_path):
 
 @pytest.mark.slow
 def test_report_from_digits_runs_with_synthetic_extras(digits_results, tmp_path):
-    """Real MASC rows plus synthetic baseline, retraining (and, if the real rows lack them,
+    """Real MASC rows plus synthetic baseline, retraining, learning-curve (and, if the real
+    rows lack them,
     per-class component and time) rows: every figure but the threshold sweep's."""
     extras = _full_table()
     real = set(_drawn_from_probe_rows(digits_results))
-    keep = extras["experiment"].isin(["baselines", "retrain", "retrain-10"])
+    keep = extras["experiment"].isin(["baselines", "retrain", "retrain-10", "learning-curves"])
     if "components" not in real:
         keep |= extras["metric"] == "class_components"
     if "times" not in real:

@@ -98,6 +98,7 @@ def test_train_run_writes_the_documented_layout(small_model, tmp_path):
         "labels.npz",
         "metrics.csv",
         "recipe.json",
+        "steps.csv",
         "summary.json",
     ]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
@@ -287,6 +288,7 @@ def test_train_run_resume_after_an_interrupt_matches_uninterrupted(small_model, 
     assert _without_seconds(read_metrics(tmp_path / "whole/metrics.csv")) == _without_seconds(
         read_metrics(tmp_path / "cut/metrics.csv")
     )
+    assert (tmp_path / "whole/steps.csv").read_text() == (tmp_path / "cut/steps.csv").read_text()
     assert {**resumed.to_dict(), "seconds": 0} == {**reference.to_dict(), "seconds": 0}
 
 
@@ -429,3 +431,18 @@ train_run(config, {str(killed)!r}, progress=False, on_epoch=lambda row: time.sle
     assert resumed.epochs == reference.epochs == 6
     assert resumed.best_epoch == reference.best_epoch
     assert resumed.final_test_accuracy == reference.final_test_accuracy
+
+
+def test_train_run_records_every_steps_loss(small_model, tmp_path):
+    """steps.csv holds one loss per optimiser step (ceil(1347 / 32) = 43 per digits epoch),
+    numbered across epochs, whose mean over an epoch's samples is that epoch's train_loss."""
+    from masc_fast.pipeline.runs.files import read_steps
+
+    _run(_config(max_epochs=3), tmp_path / "run")
+    steps = read_steps(tmp_path / "run" / "steps.csv")
+    assert steps["step"].tolist() == list(range(1, 3 * 43 + 1))
+    assert steps["epoch"].tolist() == [1] * 43 + [2] * 43 + [3] * 43
+    sizes = np.array([32] * 42 + [1347 - 42 * 32], dtype=np.float64)
+    for row in read_metrics(tmp_path / "run" / "metrics.csv")[1:]:
+        losses = steps["loss"][steps["epoch"] == row["epoch"]]
+        assert np.dot(losses, sizes) / sizes.sum() == pytest.approx(row["train_loss"], rel=1e-5)

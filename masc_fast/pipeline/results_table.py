@@ -65,6 +65,9 @@ _STRING_COLUMNS = (
     "labels",
     "metric",
 )
+# Extra columns that hold names: read as text ("true" is a randomization, not a boolean);
+# empty means absent (rows of runs without them).
+_TEXT_EXTRAS = ("randomize",)
 _CELLS = "cells"
 _FORMATS = ("csv", "parquet")
 # Cell ids become file names: no separators, no leading dot (temporary files start with one).
@@ -307,8 +310,12 @@ def _concat_cells(results_dir) -> pd.DataFrame:
 def _read_csv(path: Path) -> pd.DataFrame:
     # String columns are read verbatim so a layer called "NA" or an empty `subspaces` stays a
     # string; other columns get numbers back, with "" (how to_csv writes NaN) as NaN.
-    frame = pd.read_csv(path, dtype={name: str for name in _STRING_COLUMNS}, keep_default_na=False)
+    text = {name: str for name in (*_STRING_COLUMNS, *_TEXT_EXTRAS)}
+    frame = pd.read_csv(path, dtype=text, keep_default_na=False)
     for name in frame.columns:
+        if name in _TEXT_EXTRAS:
+            frame[name] = frame[name].replace("", np.nan)
+            continue
         if name in _STRING_COLUMNS or frame[name].dtype.kind in "biuf":
             continue
         try:

@@ -6,6 +6,7 @@ experiments                                            module
 exp1, exp2, exp3, random-init, early-stop (MASC)       :mod:`~masc_fast.pipeline.experiments.masc`
 baselines (LR, NCM, k-NN, LDA, QDA; SPEC §7.2)         :mod:`~masc_fast.pipeline.experiments.baselines`
 retrain, retrain-10 (fine-tuning on relabels; SPEC §6)  :mod:`~masc_fast.pipeline.experiments.retrain`
+learning-curves (Zhang et al.'s Figure 1)              :mod:`~masc_fast.pipeline.experiments.learning_curves`
 the authors' input-layer table (SPEC §9.2)             :mod:`~masc_fast.pipeline.experiments.verify_reference`
 =====================================================  =======================================
 
@@ -54,12 +55,19 @@ def _retrain(run_dir: Path, experiment: str, *, p, settings: ProbeSettings) -> p
     )
 
 
+def _learning_curves(run_dir: Path, experiment: str, *, p, settings) -> pd.DataFrame:
+    from masc_fast.pipeline.experiments.learning_curves import learning_curve_rows
+
+    return learning_curve_rows(run_dir)
+
+
 #: experiment name -> what runs it; the non-MASC ones use the run's own p.
 _RUNNERS: dict[str, Callable[..., pd.DataFrame]] = {
     **{name: run_masc_experiment for name in MASC_EXPERIMENTS},
     "baselines": _baselines,
     "retrain": _retrain,
     "retrain-10": _retrain,
+    "learning-curves": _learning_curves,
 }
 #: Every experiment a run can get, in the order ``masc-fast probe --help`` lists them.
 EXPERIMENTS = tuple(_RUNNERS)

@@ -246,10 +246,8 @@ def run_masc_experiment(
     checkpoint = _CHECKPOINT[experiment]
     tables = _probe_tables(run_dir, checkpoint, labels, tag, settings)
     constants = {
-        "model": config.model,
-        "dataset": config.dataset,
+        **config.run_columns(),
         "p": float(config.p if p is None else p),
-        "seed": config.seed,
         "experiment": experiment,
         "checkpoint": checkpoint,
         "epoch": checkpoint_epoch(run_dir, checkpoint),

@@ -43,6 +43,18 @@ def layer_stats(rows: pd.DataFrame, layers: list[str]) -> pd.DataFrame:
     return stats.set_index("layer").reindex(layers)
 
 
+def seed_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean / min / max / n_seeds of ``value`` per ``keys`` via :func:`aggregate_seeds`."""
+    schema = dict.fromkeys(
+        ("model", "dataset", "experiment", "layer", "subspaces", "split", "labels", "metric"), ""
+    )
+    schema.update(p=0.0)
+    filled = frame[[*keys, "seed", "value"]].assign(
+        **{name: value for name, value in schema.items() if name not in keys}
+    )
+    return aggregate_seeds(filled)
+
+
 def draw_line(ax, stats: pd.DataFrame, label: str, *, marker: str = "o", **style) -> None:
     """The mean per layer as a line, the min–max range over seeds shaded behind it."""
     positions = np.arange(len(stats))

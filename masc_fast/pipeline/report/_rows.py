@@ -58,6 +58,22 @@ def at_variance(frame: pd.DataFrame, variance: float = DEFAULT_VARIANCE) -> pd.D
     return frame[keep]
 
 
+def paper_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows the paper's tables and figures read, without a ``randomize`` column.
+
+    The paper's runs (no ``randomize``, or ``"none"``) when the table has any; a table of
+    Zhang et al.'s randomization tests alone gives its label modes (true, partial, random
+    labels: label noise at their p); input randomizations never enter the paper's figures.
+    """
+    if "randomize" not in frame.columns:
+        return frame
+    modes = frame["randomize"].fillna("none").astype(str)
+    wanted = modes == "none"
+    if not wanted.any():
+        wanted = modes.isin(("true", "partial", "random-labels"))
+    return frame[wanted.to_numpy()].drop(columns="randomize")
+
+
 def model_datasets(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """The (model, dataset) pairs of the table, in order of first appearance."""
     pairs = frame[["model", "dataset"]].drop_duplicates()

@@ -27,7 +27,7 @@ import pandas as pd
 
 from masc_fast._io import atomic_write_text
 from masc_fast.pipeline.report._plot import save_png_pdf
-from masc_fast.pipeline.report._rows import RETRAIN_EXPERIMENTS, model_datasets
+from masc_fast.pipeline.report._rows import RETRAIN_EXPERIMENTS, model_datasets, paper_rows
 from masc_fast.pipeline.report.aggregate import aggregate_seeds
 from masc_fast.pipeline.report.figures import baselines_figure, figure2, figure3, sensitivity_figure
 from masc_fast.pipeline.report.figures_runs import (
@@ -36,6 +36,11 @@ from masc_fast.pipeline.report.figures_runs import (
     relabel_figure,
     retrain_figure,
     times_figure,
+)
+from masc_fast.pipeline.report.figures_zhang import (
+    zhang_error_figure,
+    zhang_fit_figure,
+    zhang_loss_figure,
 )
 from masc_fast.pipeline.report.formatting import to_html_table, write_table
 from masc_fast.pipeline.report.html import FigureEntry, Section, render_page
@@ -62,6 +67,8 @@ class FigureSpec:
     """A figure of the report: file stem, title, caption, the rows it needs and how to draw it.
 
     ``draw(results, model=..., dataset=...)`` returns a matplotlib figure or ``None``.
+    ``randomized``: it reads every run, randomization tests included; the paper's figures
+    read :func:`~masc_fast.pipeline.report._rows.paper_rows` only.
     """
 
     name: str
@@ -69,6 +76,7 @@ class FigureSpec:
     caption: str
     needs: str
     draw: Callable
+    randomized: bool = False
 
 
 def _retrain_specs(experiment: str) -> list[FigureSpec]:
@@ -119,6 +127,34 @@ FIGURES: tuple[FigureSpec, ...] = (
         figure3,
     ),
     *_retrain_specs("retrain"),
+    FigureSpec(
+        "zhang1a",
+        "Zhang et al. Figure 1a",
+        "Average training loss against optimiser steps for each randomization of the labels "
+        "or the inputs (windows of a quarter epoch); mean over seeds, shaded: min–max.",
+        "experiment 'learning-curves', metric 'train_loss' with a 'step' column",
+        zhang_loss_figure,
+        randomized=True,
+    ),
+    FigureSpec(
+        "zhang1b",
+        "Zhang et al. Figure 1b",
+        "Optimiser steps until the running training accuracy reached the recipe's target "
+        "(100 % for Zhang's networks), relative to the runs on true labels, against the label "
+        "corruption; mean over seeds, error bars: min–max.",
+        "experiment 'learning-curves', metric 'steps_to_fit'",
+        zhang_fit_figure,
+        randomized=True,
+    ),
+    FigureSpec(
+        "zhang1c",
+        "Zhang et al. Figure 1c",
+        "Test error when training stopped against the label corruption; mean over seeds, "
+        "error bars: min–max.",
+        "experiment 'learning-curves', metric 'test_error'",
+        zhang_error_figure,
+        randomized=True,
+    ),
     FigureSpec(
         "sensitivity",
         "Threshold sensitivity",
@@ -240,8 +276,9 @@ def build_report(
     out_dir = Path(out_dir)
     tables_dir, figures_dir = out_dir / "tables", out_dir / "figures"
 
-    best = {"Table 1": table1(results), "Table 5": table5(results)}
-    relabel = relabel_tables(results)
+    paper = paper_rows(results)
+    best = {"Table 1": table1(paper), "Table 5": table5(paper)}
+    relabel = relabel_tables(paper)
     links = []
     for name, frame in [("table1", best["Table 1"]), ("table5", best["Table 5"]), *relabel.items()]:
         if name in relabel and frame.empty:
@@ -267,9 +304,10 @@ def build_report(
             if len(mine):
                 caption = f"Table {name[-1]} ({_RELABEL_CAPTIONS[name]})"
                 section.tables.append((caption, to_html_table(mine)))
-        mine = _rows_of(results, model, dataset)
+        every = _rows_of(results, model, dataset)
+        mine = _rows_of(paper, model, dataset)
         for spec in specs:
-            figure = spec.draw(mine, model=model, dataset=dataset)
+            figure = spec.draw(every if spec.randomized else mine, model=model, dataset=dataset)
             if figure is None:
                 section.skipped.append((spec.title, f"no rows with {spec.needs}"))
                 continue

@@ -19,6 +19,7 @@ from masc_fast.pipeline.report._plot import (
     layer_axis,
     layer_stats,
     legend_once,
+    seed_stats,
 )
 from masc_fast.pipeline.report._rows import (
     RETRAIN_EXPERIMENTS,
@@ -28,7 +29,6 @@ from masc_fast.pipeline.report._rows import (
     p_values,
     select,
 )
-from masc_fast.pipeline.report.aggregate import aggregate_seeds
 
 __all__ = [
     "RELABEL_FIGURES",
@@ -46,18 +46,6 @@ RELABEL_FIGURES = {
 }
 _SUBSPACE_COLORS = {"corrupted": "tab:blue", "true": "tab:orange"}
 _TIME_METRICS = ("build_seconds", "inference_seconds")
-
-
-def _seed_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean / min / max / n_seeds of ``value`` per ``keys`` via :func:`aggregate_seeds`."""
-    schema = dict.fromkeys(
-        ("model", "dataset", "experiment", "layer", "subspaces", "split", "labels", "metric"), ""
-    )
-    schema.update(p=0.0)
-    filled = frame[[*keys, "seed", "value"]].assign(
-        **{name: value for name, value in schema.items() if name not in keys}
-    )
-    return aggregate_seeds(filled)
 
 
 def _bars(ax, groups: list[float], series: list[tuple[str, pd.DataFrame, dict]]) -> None:
@@ -122,7 +110,7 @@ def retrain_figure(
             if len(at):
                 stages.append((p, subspaces, seed, stage, float(at["value"].iloc[0])))
     stages = pd.DataFrame(stages, columns=["p", "subspaces", "seed", "stage", "value"])
-    stats = _seed_stats(stages, ["p", "subspaces", "stage"])
+    stats = seed_stats(stages, ["p", "subspaces", "stage"])
     figure, axes = grid(1, width=max(5.0, 1.6 * rows["p"].nunique()), height=3.4)
     ax = axes[0, 0]
     series = []
@@ -178,7 +166,7 @@ def relabel_figure(
     rows = select(frame, experiment=experiment, metric=metric)
     if rows.empty:
         return None
-    stats = _seed_stats(rows, ["p", "subspaces"])
+    stats = seed_stats(rows, ["p", "subspaces"])
     number, axis_label = RELABEL_FIGURES[metric]
     figure, axes = grid(1, width=max(5.0, 1.2 * rows["p"].nunique()), height=3.2)
     ax = axes[0, 0]

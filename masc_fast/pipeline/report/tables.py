@@ -148,6 +148,8 @@ def best_layers(
 def _best_layer_table(results, experiment: str, subspaces: str) -> pd.DataFrame:
     best = best_layers(results, experiment=experiment, subspaces=subspaces)
     best = best[best["p"] > 0]
+    if best.empty:  # no MASC rows (a table of learning curves): no merge on empty keys
+        return pd.DataFrame(columns=list(BEST_LAYER_COLUMNS))
     model = model_test_accuracy(results)[["model", "dataset", "p", "mean"]]
     table = best.merge(model.rename(columns={"mean": "model_test"}), on=list(_KEY), how="left")
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -187,6 +187,14 @@ class RunConfig:
                 values["momentum"] = 0.9
         return TrainingRecipe(**values)
 
+    def run_columns(self) -> dict:
+        """The result-table columns that name this run: model, dataset, p, seed, and
+        ``randomize`` for a randomization test (absent for the paper's runs)."""
+        columns = {"model": self.model, "dataset": self.dataset, "p": self.p, "seed": self.seed}
+        if self.randomize != "none":
+            columns["randomize"] = self.randomize
+        return columns
+
     def to_dict(self) -> dict:
         """JSON-ready dict of every field (the inverse of :meth:`from_dict`); ``randomize``
         only when it is not ``"none"``, so runs made before it existed still resume."""
@@ -238,6 +246,14 @@ class RunSummary:
     seconds: float
     device: str
     torch_version: str
+
+    def run_columns(self) -> dict:
+        """The result-table columns that name this run: model, dataset, p, seed, and
+        ``randomize`` for a randomization test (absent for the paper's runs)."""
+        columns = {"model": self.model, "dataset": self.dataset, "p": self.p, "seed": self.seed}
+        if self.randomize != "none":
+            columns["randomize"] = self.randomize
+        return columns
 
     def to_dict(self) -> dict:
         """JSON-ready dict of every field."""

@@ -35,11 +35,13 @@ __all__ = [
     "recipe_document",
     "epoch_path",
     "read_metrics",
+    "read_steps",
     "remove_stale_tmp",
     "run_paths",
     "save_snapshot",
     "write_labels",
     "write_metrics",
+    "write_steps",
     "write_setup",
 ]
 
@@ -56,7 +58,7 @@ METRIC_COLUMNS = (
 PLACEMENT_KEYS = frozenset({"device", "data_root", "download"})
 # Temporary files atomic_path leaves behind when the process is killed mid-write.
 _STALE_TMP = re.compile(
-    r"^\.(config|recipe|labels|metrics|summary|init|last|best|final|epoch_\d+)\..+"
+    r"^\.(config|recipe|labels|metrics|steps|summary|init|last|best|final|epoch_\d+)\..+"
 )
 # What a directory may hold when a kill interrupted the setup before config.json was written.
 _SETUP_FILES = frozenset({"recipe.json", "labels.npz", "checkpoints"})
@@ -70,6 +72,7 @@ def run_paths(run_dir: Path) -> dict[str, Path]:
         "recipe": run_dir / "recipe.json",
         "labels": run_dir / "labels.npz",
         "metrics": run_dir / "metrics.csv",
+        "steps": run_dir / "steps.csv",
         "summary": run_dir / "summary.json",
         "checkpoints": checkpoints,
         "init": checkpoints / "init.safetensors",
@@ -212,6 +215,34 @@ def write_metrics(path: Path, rows: list[dict], columns: tuple[str, ...] = METRI
     for row in rows:
         writer.writerow(["" if row[key] is None else repr(row[key]) for key in columns])
     atomic_write_text(path, buffer.getvalue())
+
+
+#: Columns of ``steps.csv``: the global step (1-based), its epoch, the batch's mean loss.
+STEP_COLUMNS = ("step", "epoch", "loss")
+
+
+def write_steps(path: Path, rows: list[dict]) -> None:
+    """``steps.csv`` from the metrics rows' per-step losses (rows without them add none)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(STEP_COLUMNS)
+    step = 0
+    for row in rows:
+        for loss in row.get("step_losses", ()):
+            step += 1
+            writer.writerow([step, row["epoch"], repr(float(loss))])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_steps(path: Path) -> dict[str, np.ndarray]:
+    """``steps.csv`` as arrays ``step`` (int64), ``epoch`` (int64), ``loss`` (float64)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        "step": np.array([int(row["step"]) for row in rows], dtype=np.int64),
+        "epoch": np.array([int(row["epoch"]) for row in rows], dtype=np.int64),
+        "loss": np.array([float(row["loss"]) for row in rows], dtype=np.float64),
+    }
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -40,6 +40,9 @@ class EpochStats:
         Number of samples seen.
     seconds : float
         Wall-clock time of the pass.
+    step_losses : tuple of float
+        A training pass's mean loss of each batch, in order (the learning curve Zhang et al.
+        plot against steps); empty for an evaluation.
     """
 
     loss: float
@@ -47,6 +50,7 @@ class EpochStats:
     accuracy_true: float | None
     samples: int
     seconds: float
+    step_losses: tuple[float, ...] = ()
 
 
 def _batch_bar(loader, progress: bool, description: str):
@@ -81,6 +85,7 @@ def _run_pass(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     correct_true = torch.zeros((), dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+    step_losses = []  # 0-d tensors on the device, read once at the end
     total = 0
     has_true = False
     for batch in _batch_bar(loader, progress, description):
@@ -93,6 +98,7 @@ def _run_pass(
         if optimizer is not None:
             loss.backward()
             optimizer.step()
+            step_losses.append(loss.detach().float())
         predicted = logits.detach().argmax(dim=1)
         correct += (predicted == labels).sum()
         if len(batch) > 2:
@@ -109,6 +115,7 @@ def _run_pass(
         accuracy_true=correct_true.item() / total if has_true else None,
         samples=total,
         seconds=time.perf_counter() - start,
+        step_losses=tuple(torch.stack(step_losses).tolist()) if step_losses else (),
     )
 
 

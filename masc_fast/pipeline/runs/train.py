@@ -20,6 +20,8 @@ Run directory
       metrics.csv            epoch, train_loss, train_accuracy, train_accuracy_true,
                              test_accuracy, seconds; one row per epoch (1-based) plus row 0,
                              the initialised model; rewritten atomically after every epoch
+      steps.csv              step, epoch, loss: every optimiser step's batch loss (Zhang et
+                             al.'s learning curves); rewritten with metrics.csv
       checkpoints/
         init.safetensors     the initialised model, before any step (random-init control)
         epoch_0010.safetensors ...  every ``checkpoint_every`` epochs

@@ -36,6 +36,7 @@ from masc_fast.pipeline.runs.files import (
     write_labels,
     write_metrics,
     write_setup,
+    write_steps,
 )
 from masc_fast.pipeline.runs.loading import resolve_device
 from masc_fast.pipeline.runs.passes import evaluate, train_epoch
@@ -48,7 +49,9 @@ logger = logging.getLogger(__name__)
 
 
 def _row(epoch: int, stats, test, seconds: float) -> dict:
-    return {
+    """A metrics row; a training epoch's row also carries its per-step losses (``steps.csv``;
+    kept in ``last``'s metadata with the rows, so a resume loses none)."""
+    row = {
         "epoch": epoch,
         "train_loss": stats.loss,
         "train_accuracy": stats.accuracy,
@@ -56,6 +59,9 @@ def _row(epoch: int, stats, test, seconds: float) -> dict:
         "test_accuracy": test.accuracy,
         "seconds": seconds,
     }
+    if stats.step_losses:
+        row["step_losses"] = list(stats.step_losses)
+    return row
 
 
 def train_device(device: torch.device | str | None, amp: bool) -> torch.device:
@@ -179,7 +185,10 @@ def train_prepared(
     files = LoopFiles(
         last=paths["last"],
         final=paths["final"],
-        write_metrics=lambda rows: write_metrics(paths["metrics"], rows),
+        write_metrics=lambda rows: (
+            write_metrics(paths["metrics"], rows),
+            write_steps(paths["steps"], rows),
+        ),
         best=paths["best"],
         periodic=lambda epoch: epoch_path(run_dir, epoch),
         checkpoint_every=checkpoint_every,

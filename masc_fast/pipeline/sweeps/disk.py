@@ -31,6 +31,7 @@ from masc_fast.pipeline.sweeps.grid import Cell, SweepSpec
 __all__ = ["SweepDisk", "check_sweep_disk", "format_bytes", "sweep_disk"]
 
 _RETRAIN_EXPERIMENTS = ("retrain", "retrain-10")
+_NO_PROBE = ("learning-curves",)  # reads the run's own files only
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,8 @@ def sweep_disk(spec: SweepSpec, cells: list[Cell]) -> SweepDisk:
             runs[run_dir] = max(0, _run_bytes(cell, spec, train_p) - _folder_bytes(run_dir))
         if cell.experiment in _RETRAIN_EXPERIMENTS:  # a second run of the model, per cell
             runs[spec.runs_dir / cell.cell_id] = _run_bytes(cell, spec, train_p)
-        probe = max(probe, _probe_bytes(cell, spec))
+        if cell.experiment not in _NO_PROBE:
+            probe = max(probe, _probe_bytes(cell, spec))
     folder = _existing(spec.out)
     free = shutil.disk_usage(folder).free
     return SweepDisk(spec.out, sum(runs.values()), len(runs), probe, free)

@@ -263,12 +263,10 @@ def run_baselines(
             del tensors, arrays
     frame = tidy_rows(
         pd.DataFrame(rows),
-        model=config.model,
-        dataset=config.dataset,
-        p=float(config.p),
-        seed=config.seed,
+        **config.run_columns(),
         experiment="baselines",
         checkpoint=_CHECKPOINT,
         epoch=checkpoint_epoch(run_dir, _CHECKPOINT),
     )
-    return frame[list(RESULT_COLUMNS) + list(EXTRA_COLUMNS)]
+    extra = [name for name in ("randomize",) if name in frame]
+    return frame[list(RESULT_COLUMNS) + extra + list(EXTRA_COLUMNS)]
