@@ -112,3 +112,15 @@ def test_seeded_shuffled_pixels_run_is_reproducible(tmp_path):
     assert not np.array_equal(first.test.data.numpy(), load_dataset("digits")[1].data.numpy())
     for a, b in zip(first.model.parameters(), second.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_masc_rows_of_a_randomized_run_name_it(tmp_path):
+    """exp1 and dynamics rows of a randomization test carry its mode in every row."""
+    from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
+
+    config = RunConfig("mlp-small", "digits", randomize="gaussian", max_epochs=1)
+    train_run(config, tmp_path / "run", progress=False)
+    settings = ProbeSettings(progress=False)
+    for experiment in ("exp1", "dynamics", "learning-curves"):
+        rows = run_experiment(tmp_path / "run", experiment, settings=settings)
+        assert set(rows["randomize"]) == {"gaussian"}, experiment

@@ -48,6 +48,7 @@ ZHANG_SETS = ("mnist", "fashion-mnist", "cifar10")
 def test_training_recipe_table_has_nothing_else():
     offline = {("mlp", "digits"), ("mlp", "mnist1d"), ("mlp-small", "digits")}
     zhang = {(model, dataset) for model in ZHANG_NETS for dataset in ZHANG_SETS}
+    zhang |= {(model, data) for model in ZHANG_NETS[:2] for data in ("digits", "mnist1d")}
     assert set(RECIPES) == set(SPEC_TABLE) | offline | zhang
 
 
@@ -60,6 +61,13 @@ def test_zhang_networks_train_with_their_schedule(model):
         assert recipe == TrainingRecipe("sgd", lr, 0.9, 128, 1.0, 200, lr_decay=0.95)
         assert recipe.lr_at(1) == lr and recipe.lr_at(3) == pytest.approx(lr * 0.95**2)
         assert TrainingRecipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_zhang_mlps_on_the_offline_sets_are_cpu_sized():
+    for model in ("mlp-1x512", "mlp-3x512"):
+        for dataset in ("digits", "mnist1d"):
+            recipe = training_recipe(model, dataset)
+            assert recipe == TrainingRecipe("adam-fused", 2e-3, None, 32, 1.0, 200)
 
 
 def test_constant_rate_recipes_keep_their_old_dict():

@@ -333,7 +333,7 @@ def test_sweep_disk_estimate_bounds_a_real_run_and_its_probe(tmp_path):
     assert disk.runs_to_train == 4  # 2 p x 2 seeds; exp1 and exp2 share a run
     cell = spec.cells()[0]
     run_dir = spec.runs_dir / run_name(cell.model, cell.dataset, cell.p, cell.seed)
-    config = RunConfig(model="mlp", dataset="digits", p=0.0, seed=0, max_epochs=3)
+    config = RunConfig(model="mlp", dataset="digits", p=0.0, seed=0, max_epochs=1)  # same files
     train_run(config, run_dir, progress=False)
     written = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
     assert written <= disk.runs / 4 <= 1.6 * written
@@ -367,3 +367,18 @@ def test_sweep_stops_before_any_cell_when_the_disk_is_short(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert runner.calls == []
     assert "the sweep needs about" in out and "1,000,000 are free" in out and "grid-out" in out
+
+
+def test_every_shipped_grid_loads():
+    """The grids under masc_fast/pipeline/sweeps/grids are valid sweep files (every cell's
+    configuration and recipe resolve)."""
+    from pathlib import Path
+
+    import masc_fast.pipeline.sweeps as sweeps
+
+    grids = sorted((Path(sweeps.__file__).parent / "grids").glob("*.toml"))
+    assert len(grids) >= 6
+    for grid in grids:
+        assert load_sweep(grid).cells(), grid
+    zhang = load_sweep(Path(sweeps.__file__).parent / "grids" / "zhang-digits.toml")
+    assert len(zhang.cells()) == 9 * 3 * 4  # 9 settings, 3 seeds, 4 experiments

@@ -77,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _best_layers(rows):
-    """Per experiment, subspaces and threshold: the layer with the best MASC test accuracy."""
+    """Per experiment, subspaces and threshold: the layer with the best MASC test accuracy
+    (at the experiment's last checkpoint: the final one for ``dynamics``)."""
+    if "epoch" in rows:
+        last = rows.groupby("experiment")["epoch"].transform("max")
+        rows = rows[(rows["epoch"] == last) | rows["epoch"].isna()]
     test = rows[(rows["metric"] == "accuracy") & (rows["split"] == "test")]
     groups = ["experiment", "subspaces", "variance"]
     best = test.loc[test.groupby(groups, sort=False, dropna=False)["value"].idxmax()]

@@ -7,6 +7,7 @@ exp1, exp2, exp3, random-init, early-stop (MASC)       :mod:`~masc_fast.pipeline
 baselines (LR, NCM, k-NN, LDA, QDA; SPEC §7.2)         :mod:`~masc_fast.pipeline.experiments.baselines`
 retrain, retrain-10 (fine-tuning on relabels; SPEC §6)  :mod:`~masc_fast.pipeline.experiments.retrain`
 learning-curves (Zhang et al.'s Figure 1)              :mod:`~masc_fast.pipeline.experiments.learning_curves`
+dynamics (MASC at every saved checkpoint)              :mod:`~masc_fast.pipeline.experiments.dynamics`
 the authors' input-layer table (SPEC §9.2)             :mod:`~masc_fast.pipeline.experiments.verify_reference`
 =====================================================  =======================================
 
@@ -61,6 +62,12 @@ def _learning_curves(run_dir: Path, experiment: str, *, p, settings) -> pd.DataF
     return learning_curve_rows(run_dir)
 
 
+def _dynamics(run_dir: Path, experiment: str, *, p, settings) -> pd.DataFrame:
+    from masc_fast.pipeline.experiments.dynamics import run_dynamics
+
+    return run_dynamics(run_dir, experiment, p=p, settings=settings)
+
+
 #: experiment name -> what runs it; the non-MASC ones use the run's own p.
 _RUNNERS: dict[str, Callable[..., pd.DataFrame]] = {
     **{name: run_masc_experiment for name in MASC_EXPERIMENTS},
@@ -68,6 +75,7 @@ _RUNNERS: dict[str, Callable[..., pd.DataFrame]] = {
     "retrain": _retrain,
     "retrain-10": _retrain,
     "learning-curves": _learning_curves,
+    "dynamics": _dynamics,
 }
 #: Every experiment a run can get, in the order ``masc-fast probe --help`` lists them.
 EXPERIMENTS = tuple(_RUNNERS)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from masc_fast._io import atomic_write_text
+from masc_fast._io import atomic_write_text, read_json
 from masc_fast.pipeline.experiments.settings import ProbeSettings
 from masc_fast.pipeline.results_table import RESULT_COLUMNS
 from masc_fast.pipeline.runs.loading import (
@@ -39,7 +40,14 @@ from masc_fast.pipeline.runs.loading import (
     resolve_device,
 )
 
-__all__ = ["MASC_EXPERIMENTS", "probe_run", "run_masc_experiment"]
+__all__ = [
+    "MASC_EXPERIMENTS",
+    "probe_rows",
+    "probe_run",
+    "probe_seconds",
+    "probe_tables",
+    "run_masc_experiment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +141,7 @@ def probe_run(
         )
 
 
-def _probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: ProbeSettings):
+def probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: ProbeSettings):
     """(table, components, model accuracy, layer seconds) of a probe, from the run's cache when
     present (a cache from before per-layer times lacks ``layer_seconds.csv`` and is redone)."""
     folder = run_dir / "probes" / f"{checkpoint}-{tag}-{settings.cache_key()}"
@@ -141,21 +149,32 @@ def _probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: Pr
     if all((folder / f"{name}.csv").exists() for name in names):
         logger.info("reusing probe tables in %s", folder)
         return tuple(pd.read_csv(folder / f"{name}.csv") for name in names)
+    started = time.perf_counter()
     result = probe_run(
         run_dir, checkpoint=checkpoint, labels=labels, settings=settings,
         activation_dir=folder / "store",
     )  # fmt: skip
+    seconds = time.perf_counter() - started
     tables = (result.table, result.components, result.model_accuracy, result.layer_seconds)
     for name, frame in zip(names, tables):  # each atomic; a partial cache is recomputed
         atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
-    atomic_write_text(
-        folder / "settings.json",
-        json.dumps({**asdict(settings), "cache_version": _CACHE_VERSION}, indent=1),
-    )
+    record = {**asdict(settings), "cache_version": _CACHE_VERSION, "probe_seconds": seconds}
+    atomic_write_text(folder / "settings.json", json.dumps(record, indent=1))
     return tables
 
 
-def _tidy(table, components, model_accuracy, layer_seconds, subspaces, constants) -> pd.DataFrame:
+def probe_seconds(run_dir: Path, checkpoint: str, tag: str, settings: ProbeSettings) -> float:
+    """Wall seconds of the probe whose tables :func:`probe_tables` cached (load, forward
+    passes, fit and scoring), NaN for a cache written before they were recorded."""
+    record = run_dir / "probes" / f"{checkpoint}-{tag}-{settings.cache_key()}" / "settings.json"
+    if not record.is_file():
+        return float("nan")
+    return float(read_json(record).get("probe_seconds", float("nan")))
+
+
+def probe_rows(
+    table, components, model_accuracy, layer_seconds, subspaces, constants
+) -> pd.DataFrame:
     """Accuracy, component, per-class component, model-accuracy and per-layer time rows in the
     results-table schema.
 
@@ -195,7 +214,8 @@ def _tidy(table, components, model_accuracy, layer_seconds, subspaces, constants
         else:
             rows[name] = value
     rows["class"] = rows["class"].astype("Int64")  # whole numbers; <NA> off class rows
-    extra = [name for name in ("checkpoint", "epoch", "variance", "n", "class") if name in rows]
+    extra = ("randomize", "checkpoint", "epoch", "variance", "n", "class")
+    extra = [name for name in extra if name in rows]
     return rows[list(RESULT_COLUMNS) + extra].reset_index(drop=True)
 
 
@@ -244,7 +264,7 @@ def run_masc_experiment(
     elif p is not None and float(p) != float(config.p):
         raise ValueError(f"{experiment} uses the run's own p = {config.p}, got p = {p}")
     checkpoint = _CHECKPOINT[experiment]
-    tables = _probe_tables(run_dir, checkpoint, labels, tag, settings)
+    tables = probe_tables(run_dir, checkpoint, labels, tag, settings)
     constants = {
         **config.run_columns(),
         "p": float(config.p if p is None else p),
@@ -254,4 +274,4 @@ def run_masc_experiment(
         # rows without a threshold of their own: a sweep's apply to any threshold
         "variance": settings.variance if settings.thresholds is None else float("nan"),
     }
-    return _tidy(*tables, _SUBSPACES[experiment], constants)
+    return probe_rows(*tables, _SUBSPACES[experiment], constants)

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from masc_fast._io import atomic_path  # noqa: E402
-from masc_fast.pipeline.report.aggregate import aggregate_seeds  # noqa: E402
+from masc_fast.pipeline.report.aggregate import PER_RUN_COLUMNS, aggregate_seeds  # noqa: E402
 from masc_fast.plotting import save_figure  # noqa: E402
 
 #: Shading of the min–max range over seeds.
@@ -52,22 +52,26 @@ def seed_stats(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     filled = frame[[*keys, "seed", "value"]].assign(
         **{name: value for name, value in schema.items() if name not in keys}
     )
-    return aggregate_seeds(filled)
+    return aggregate_seeds(filled, ignore=[name for name in PER_RUN_COLUMNS if name not in keys])
 
 
-def draw_line(ax, stats: pd.DataFrame, label: str, *, marker: str = "o", **style) -> None:
-    """The mean per layer as a line, the min–max range over seeds shaded behind it."""
-    positions = np.arange(len(stats))
-    (line,) = ax.plot(positions, stats["mean"].to_numpy(float), marker=marker, label=label, **style)
+def draw_band(ax, x, stats: pd.DataFrame, label: str, **style) -> None:
+    """``stats``' mean against ``x`` as a line, the min–max range over seeds shaded behind it."""
+    (line,) = ax.plot(x, stats["mean"].to_numpy(float), label=label, **style)
     if (stats["n_seeds"].fillna(0) > 1).any():
         ax.fill_between(
-            positions,
+            x,
             stats["min"].to_numpy(float),
             stats["max"].to_numpy(float),
             color=line.get_color(),
             alpha=RANGE_ALPHA,
             linewidth=0,
         )
+
+
+def draw_line(ax, stats: pd.DataFrame, label: str, *, marker: str = "o", **style) -> None:
+    """The mean per layer as a line, the min–max range over seeds shaded behind it."""
+    draw_band(ax, np.arange(len(stats)), stats, label, marker=marker, **style)
 
 
 def model_lines(ax, model_rows: pd.DataFrame, *, train: bool = True) -> None:

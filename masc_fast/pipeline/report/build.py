@@ -30,6 +30,7 @@ from masc_fast.pipeline.report._plot import save_png_pdf
 from masc_fast.pipeline.report._rows import RETRAIN_EXPERIMENTS, model_datasets, paper_rows
 from masc_fast.pipeline.report.aggregate import aggregate_seeds
 from masc_fast.pipeline.report.figures import baselines_figure, figure2, figure3, sensitivity_figure
+from masc_fast.pipeline.report.figures_dynamics import dynamics_figure
 from masc_fast.pipeline.report.figures_runs import (
     RELABEL_FIGURES,
     components_figure,
@@ -125,6 +126,16 @@ FIGURES: tuple[FigureSpec, ...] = (
         "corrupted-label subspaces (exp1); mean over seeds, shaded: min–max.",
         "experiment 'exp2', subspaces 'true', metric 'accuracy', split 'test', labels 'true'",
         figure3,
+    ),
+    FigureSpec(
+        "dynamics",
+        "MASC across training",
+        "MASC test accuracy per layer at every saved checkpoint (solid: subspaces from the "
+        "corrupted labels, dashed: from the true labels) against its epoch, with the model's own "
+        "accuracy on its training labels and on the test set in black; mean over seeds, "
+        "shaded: min–max.",
+        "experiment 'dynamics', metric 'accuracy', split 'test', labels 'true'",
+        dynamics_figure,
     ),
     *_retrain_specs("retrain"),
     FigureSpec(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from masc_fast.pipeline.report._plot import RANGE_ALPHA, fit_layout, grid, seed_stats
+from masc_fast.pipeline.report._plot import draw_band, fit_layout, grid, seed_stats
 from masc_fast.pipeline.report._rows import one_model, select
 
 __all__ = ["curve_label", "zhang_error_figure", "zhang_fit_figure", "zhang_loss_figure"]
@@ -29,6 +29,15 @@ _NAMES = {
     "shuffled-pixels": "shuffled pixels",
     "random-pixels": "random pixels",
     "gaussian": "Gaussian",
+}
+
+
+# Zhang et al.'s order in the legend: label randomizations, then input ones.
+_ORDER = {
+    mode: rank
+    for rank, mode in enumerate(
+        ("none", "true", "partial", "random-labels", "shuffled-pixels", "random-pixels", "gaussian")
+    )
 }
 
 
@@ -59,19 +68,11 @@ def zhang_loss_figure(
     stats = seed_stats(rows, ["mode", "p", "step"]).rename(columns={"mode": "setting"})
     figure, axes = grid(1, width=6.0, height=3.6)
     ax = axes[0, 0]
+    stats = stats.assign(order=stats["setting"].map(_ORDER).fillna(len(_ORDER)))
+    stats = stats.sort_values(["order", "p", "step"], kind="stable")
     for (mode, p), line in stats.groupby(["setting", "p"], sort=False):
         line = line.sort_values("step")
-        steps = line["step"].to_numpy(float) / 1000
-        (drawn,) = ax.plot(steps, line["mean"].to_numpy(float), label=curve_label(mode, p))
-        if (line["n_seeds"] > 1).any():
-            ax.fill_between(
-                steps,
-                line["min"].to_numpy(float),
-                line["max"].to_numpy(float),
-                color=drawn.get_color(),
-                alpha=RANGE_ALPHA,
-                linewidth=0,
-            )
+        draw_band(ax, line["step"].to_numpy(float) / 1000, line, curve_label(mode, p))
     ax.set_xlabel("thousand steps")
     ax.set_ylabel("average training loss")
     ax.set_ylim(bottom=0)

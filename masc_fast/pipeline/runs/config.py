@@ -247,14 +247,6 @@ class RunSummary:
     device: str
     torch_version: str
 
-    def run_columns(self) -> dict:
-        """The result-table columns that name this run: model, dataset, p, seed, and
-        ``randomize`` for a randomization test (absent for the paper's runs)."""
-        columns = {"model": self.model, "dataset": self.dataset, "p": self.p, "seed": self.seed}
-        if self.randomize != "none":
-            columns["randomize"] = self.randomize
-        return columns
-
     def to_dict(self) -> dict:
         """JSON-ready dict of every field."""
         return asdict(self)
