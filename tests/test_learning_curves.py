@@ -4,7 +4,6 @@ three figures from a results table alone, and a real randomization sweep into th
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pandas as pd
@@ -21,6 +20,7 @@ from masc_fast.pipeline.report.figures_zhang import (
 from masc_fast.pipeline.runs.config import RunConfig
 from masc_fast.pipeline.runs.files import write_metrics, write_steps
 from masc_fast.pipeline.runs.recipes import TrainingRecipe
+from tests._grids import digits_grid, model_row
 
 
 def _fixture_run(folder, *, accuracies, losses_per_epoch, test_accuracy=0.75, target=1.0):
@@ -97,16 +97,7 @@ def _table() -> pd.DataFrame:
     settings = [("true", 0.0), ("partial", 0.5), ("random-labels", 1.0), ("gaussian", 0.0)]
     for seed in (0, 1):
         for mode, p in settings:
-            base = {
-                "model": "mlp-small",
-                "dataset": "digits",
-                "p": p,
-                "seed": seed,
-                "experiment": "learning-curves",
-                "layer": "model",
-                "subspaces": "",
-                "randomize": mode,
-            }
+            base = model_row(p=p, seed=seed, randomize=mode)
             for step in range(10, 110, 10):
                 rows.append(
                     {
@@ -168,23 +159,13 @@ def test_a_randomization_sweep_reaches_the_report(tmp_path):
     from masc_fast.pipeline.sweeps.cells import run_cell
     from masc_fast.pipeline.sweeps.run import load_sweep, run_sweep
 
-    grid = tmp_path / "grid.toml"
-    grid.write_text(
-        textwrap.dedent(
-            """
-            [sweep]
-            out = "out"
-            models = ["mlp-small"]
-            datasets = ["digits"]
-            p = [0.0]
-            randomize = ["true", "random-labels", "gaussian"]
-            experiments = ["learning-curves"]
-            [train]
-            max_epochs = 2
-            [probe]
-            progress = false
-            """
-        )
+    grid = digits_grid(
+        tmp_path,
+        p=[0.0],
+        randomize=["true", "random-labels", "gaussian"],
+        experiments=["learning-curves"],
+        train={"max_epochs": 2},
+        probe={"progress": False},
     )
     spec = load_sweep(grid)
     table = run_sweep(spec, run_cell=run_cell, progress=False)

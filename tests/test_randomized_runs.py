@@ -3,8 +3,6 @@ CLI flag and the sweep axis."""
 
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import pytest
 import torch
@@ -16,6 +14,7 @@ from masc_fast.pipeline.runs.config import RunConfig
 from masc_fast.pipeline.runs.loading import load_labels, load_run
 from masc_fast.pipeline.runs.train import train_run
 from masc_fast.pipeline.sweeps.grid import load_sweep
+from tests._grids import digits_grid
 
 
 @pytest.mark.parametrize(
@@ -68,18 +67,10 @@ def test_cli_random_labels_sets_p_to_one(tmp_path, capsys):
 
 
 def test_sweep_randomize_axis_gives_zhangs_figure_one_grid(tmp_path):
-    path = tmp_path / "grid.toml"
-    path.write_text(
-        textwrap.dedent(
-            """
-            [sweep]
-            out = "out"
-            models = ["mlp-small"]
-            datasets = ["digits"]
-            p = [0.0, 0.5, 1.0]
-            randomize = ["none", "true", "partial", "random-labels", "gaussian"]
-            """
-        )
+    path = digits_grid(
+        tmp_path,
+        p=[0.0, 0.5, 1.0],
+        randomize=["none", "true", "partial", "random-labels", "gaussian"],
     )
     ids = [cell.cell_id for cell in load_sweep(path).cells()]
     assert ids == [

@@ -271,6 +271,13 @@ def test_threshold_label():
 LAYERS = ("input", "fc1", "fc2")
 
 
+def _memorization(p: float, seed: int) -> dict:
+    """The fields of one run's memorization rows."""
+    return dict(
+        experiment="memorization", layer="model", p=p, seed=seed, split="train", labels="corrupted"
+    )
+
+
 def _full_table(seed: int = 7) -> pd.DataFrame:
     """Rows of every kind the report reads (synthetic values): exp1/exp2 at three thresholds,
     per-class components, times, baselines, retraining (30 and 10 epochs) and relabel rows."""
@@ -441,6 +448,62 @@ def _full_table(seed: int = 7) -> pd.DataFrame:
                 )
             )
             rows.append(_row(**curves, metric="test_error", value=rng.uniform(0.1, 0.9)))
+            rows.append(
+                _row(
+                    **curves,
+                    metric="test_error",
+                    value=rng.uniform(0.1, 0.9),
+                    regularization="dropout=0.5",
+                )
+            )
+            for epoch in (0, 5, 10):
+                dynamics = dict(
+                    experiment="dynamics",
+                    p=p,
+                    seed=run,
+                    epoch=epoch,
+                    checkpoint=f"epoch_{epoch:04d}",
+                )
+                for layer in LAYERS:
+                    for subspaces in ("corrupted", "true"):
+                        rows.append(
+                            _row(
+                                **dynamics,
+                                layer=layer,
+                                subspaces=subspaces,
+                                metric="accuracy",
+                                value=rng.uniform(0.3, 0.9),
+                            )
+                        )
+                rows.append(
+                    _row(
+                        **dynamics,
+                        layer="model",
+                        metric="model_accuracy",
+                        value=rng.uniform(0.3, 0.9),
+                    )
+                )
+                memorization = {**_memorization(p, run), "epoch": epoch}
+                for metric in ("critical_sample_ratio", "loss_sensitivity_gini"):
+                    rows.append(_row(**memorization, metric=metric, value=rng.uniform()))
+            examples = _memorization(p, run)
+            for example in range(20):
+                rows.append(
+                    _row(
+                        **examples,
+                        metric="correct_after_epoch1",
+                        example=example,
+                        value=float(rng.uniform() < 0.5),
+                    )
+                )
+                rows.append(
+                    _row(
+                        **examples,
+                        metric="loss_sensitivity",
+                        example=example,
+                        value=rng.exponential(),
+                    )
+                )
     return tidy_rows(pd.DataFrame(rows))
 
 
@@ -454,6 +517,11 @@ EVERY_FIGURE = (
     "zhang1a",
     "zhang1b",
     "zhang1c",
+    "arpit-learnability",
+    "arpit-sensitivity",
+    "arpit-csr",
+    "arpit-regularization",
+    "dynamics",
     "figure4-10",
     "wrong_reduction-10",
     "wrong_corrected_pct-10",
@@ -688,7 +756,8 @@ def test_report_from_digits_runs_with_synthetic_extras(digits_results, tmp_path)
     per-class component and time) rows: every figure but the threshold sweep's."""
     extras = _full_table()
     real = set(_drawn_from_probe_rows(digits_results))
-    keep = extras["experiment"].isin(["baselines", "retrain", "retrain-10", "learning-curves"])
+    extra_experiments = ["baselines", "retrain", "retrain-10", "learning-curves", "dynamics"]
+    keep = extras["experiment"].isin([*extra_experiments, "memorization"])
     if "components" not in real:
         keep |= extras["metric"] == "class_components"
     if "times" not in real:

@@ -381,4 +381,4 @@ def test_every_shipped_grid_loads():
     for grid in grids:
         assert load_sweep(grid).cells(), grid
     zhang = load_sweep(Path(sweeps.__file__).parent / "grids" / "zhang-digits.toml")
-    assert len(zhang.cells()) == 9 * 3 * 4  # 9 settings, 3 seeds, 4 experiments
+    assert len(zhang.cells()) == 9 * 3 * 5  # 9 settings, 3 seeds, 5 experiments

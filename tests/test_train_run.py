@@ -446,3 +446,21 @@ def test_train_run_records_every_steps_loss(small_model, tmp_path):
     for row in read_metrics(tmp_path / "run" / "metrics.csv")[1:]:
         losses = steps["loss"][steps["epoch"] == row["epoch"]]
         assert np.dot(losses, sizes) / sizes.sum() == pytest.approx(row["train_loss"], rel=1e-5)
+
+
+def test_memorization_measures_survive_an_interrupt(small_model, tmp_path):
+    """A resumed run's memorization/ files hold the same measures as an uninterrupted run's
+    (only the seconds differ), one per epoch from the initial model on."""
+    from masc_fast.pipeline.runs.memorization import read_memorization
+
+    config = _config(max_epochs=4, memorization=True, memorization_examples=200)
+    _run(config, tmp_path / "whole")
+    with pytest.raises(Stop):
+        _run(config, tmp_path / "cut", on_epoch=_stop_after(2))
+    _run(config, tmp_path / "cut", resume=True)
+    whole = read_memorization(tmp_path / "whole" / "memorization")
+    cut = read_memorization(tmp_path / "cut" / "memorization")
+    assert [int(r["epoch"]) for r in cut] == [0, 1, 2, 3, 4]
+    for a, b in zip(whole, cut, strict=True):
+        for name in ("correct", "sensitivity", "critical"):
+            np.testing.assert_array_equal(a[name], b[name])

@@ -85,6 +85,24 @@ def register(commands) -> argparse.ArgumentParser:
         "partial (needs --p), random-labels, shuffled-pixels, random-pixels, gaussian; 'none' "
         "(default): the inputs as they are, labels corrupted at --p by --noise-recipe",
     )
+    parser.add_argument(
+        "--memorization",
+        action="store_true",
+        help="record Arpit et al.'s per-epoch measures (learnability, loss-sensitivity, "
+        "critical samples) in RUN/memorization/",
+    )
+    parser.add_argument(
+        "--memorization-examples",
+        type=int,
+        default=1000,
+        help="training examples they measure (the first N; default 1000)",
+    )
+    parser.add_argument(
+        "--csr-radius",
+        type=float,
+        default=0.1,
+        help="l-infinity radius of the critical-sample search, in input units (default 0.1)",
+    )
     options.add_data_root(parser)
     options.add_download(parser)
     parser.add_argument("--out", required=True, help="run directory")
@@ -146,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         compile=args.compile,
         amp=args.amp,
+        memorization=args.memorization,
+        memorization_examples=args.memorization_examples,
+        csr_radius=args.csr_radius,
     )
     with FolderLock(args.out, "masc-fast train", wait=args.wait):
         summary = train_run(config, args.out, resume=args.resume, progress=not args.no_progress)

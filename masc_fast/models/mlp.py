@@ -55,6 +55,9 @@ class MLP(nn.Module):
         Number of output logits.
     hidden : sequence of int, default (128, 512, 2048, 2048)
         Widths of the hidden layers ``fc1 .. fcN``; may be empty (a linear model).
+    dropout : float, default 0
+        Dropout after each hidden ReLU (modules ``drop_i``; Arpit et al.'s regulariser, off
+        in the paper). MASC probes the ReLU outputs, which dropout does not touch in eval mode.
 
     Attributes
     ----------
@@ -87,8 +90,11 @@ class MLP(nn.Module):
         in_features: int,
         num_classes: int,
         hidden: Sequence[int] = PAPER_HIDDEN,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         in_features = check_width("in_features", in_features)
         num_classes = check_width("num_classes", num_classes)
         widths = [check_width(f"hidden[{i}]", w) for i, w in enumerate(hidden)]
@@ -98,11 +104,14 @@ class MLP(nn.Module):
         for index, width in enumerate(widths, start=1):
             self.add_module(f"fc{index}", nn.Linear(previous, width))
             self.add_module(f"relu{index}", nn.ReLU())
+            if dropout:  # after the probed ReLU: the identity in eval mode, where MASC reads
+                self.add_module(f"drop{index}", nn.Dropout(dropout))
             previous = width
         self.out = nn.Linear(previous, num_classes)
         self.in_features = in_features
         self.num_classes = num_classes
         self.hidden = tuple(widths)
+        self.dropout = float(dropout)
 
     @property
     def masc_layers(self) -> dict[str, str]:
@@ -120,6 +129,8 @@ class MLP(nn.Module):
         x = self.flatten(x)
         for index in range(1, len(self.hidden) + 1):
             x = getattr(self, f"relu{index}")(getattr(self, f"fc{index}")(x))
+            if self.dropout:
+                x = getattr(self, f"drop{index}")(x)
         return self.out(x)
 
     def extra_repr(self) -> str:

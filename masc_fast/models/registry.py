@@ -10,7 +10,7 @@ from torch import nn
 
 from masc_fast.models.alexnet import ALEXNET_INPUT_SIZE, AlexNet
 from masc_fast.models.cnn import CNN, FLATTEN_WIDTH
-from masc_fast.models.mlp import MLP, SMALL_HIDDEN, check_width
+from masc_fast.models.mlp import MLP, PAPER_HIDDEN, SMALL_HIDDEN, check_width
 from masc_fast.models.resnet import ResNet18
 from masc_fast.models.zhang import SmallAlexNet, SmallInception
 
@@ -67,6 +67,7 @@ def build_model(
     input_shape: Sequence[int],
     num_classes: int,
     variant: str | None = None,
+    dropout: float = 0.0,
 ) -> nn.Module:
     """A freshly initialised paper model for inputs of one per-sample shape.
 
@@ -87,6 +88,8 @@ def build_model(
     variant : {"cifar100", "tiny"}, optional
         AlexNet only. By default taken from the side length (32 -> ``"cifar100"``,
         64 -> ``"tiny"``); if given, it must fit ``input_shape``.
+    dropout : float, default 0
+        The MLPs only: dropout after each hidden ReLU (:class:`~masc_fast.models.mlp.MLP`).
 
     Returns
     -------
@@ -120,12 +123,11 @@ def build_model(
     if variant is not None and name != "alexnet":
         raise ValueError(f"variant applies only to 'alexnet', got variant={variant!r} for {name!r}")
 
-    if name == "mlp":
-        return MLP(math.prod(shape), num_classes)
-    if name == "mlp-small":
-        return MLP(math.prod(shape), num_classes, hidden=SMALL_HIDDEN)
-    if name in _ZHANG_MLP:
-        return MLP(math.prod(shape), num_classes, hidden=_ZHANG_MLP[name])
+    widths = {"mlp": PAPER_HIDDEN, "mlp-small": SMALL_HIDDEN, **_ZHANG_MLP}
+    if name in widths:
+        return MLP(math.prod(shape), num_classes, hidden=widths[name], dropout=dropout)
+    if dropout:
+        raise ValueError(f"dropout is built into the MLPs only, not {name!r}")
     if name in ("alexnet-small", "inception-small"):
         if len(shape) != 3 or shape[1] != shape[2] or shape[1] < 15:
             raise ValueError(f"{name} needs square images (C, s, s) with s >= 15, got {shape}")

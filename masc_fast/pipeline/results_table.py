@@ -67,7 +67,7 @@ _STRING_COLUMNS = (
 )
 # Extra columns that hold names: read as text ("true" is a randomization, not a boolean);
 # empty means absent (rows of runs without them).
-_TEXT_EXTRAS = ("randomize",)
+_TEXT_EXTRAS = ("randomize", "regularization")
 _CELLS = "cells"
 _FORMATS = ("csv", "parquet")
 # Cell ids become file names: no separators, no leading dot (temporary files start with one).

@@ -8,6 +8,7 @@ baselines (LR, NCM, k-NN, LDA, QDA; SPEC §7.2)         :mod:`~masc_fast.pipelin
 retrain, retrain-10 (fine-tuning on relabels; SPEC §6)  :mod:`~masc_fast.pipeline.experiments.retrain`
 learning-curves (Zhang et al.'s Figure 1)              :mod:`~masc_fast.pipeline.experiments.learning_curves`
 dynamics (MASC at every saved checkpoint)              :mod:`~masc_fast.pipeline.experiments.dynamics`
+memorization (Arpit et al.'s measures)                 :mod:`~masc_fast.pipeline.experiments.memorization`
 the authors' input-layer table (SPEC §9.2)             :mod:`~masc_fast.pipeline.experiments.verify_reference`
 =====================================================  =======================================
 
@@ -68,6 +69,12 @@ def _dynamics(run_dir: Path, experiment: str, *, p, settings) -> pd.DataFrame:
     return run_dynamics(run_dir, experiment, p=p, settings=settings)
 
 
+def _memorization(run_dir: Path, experiment: str, *, p, settings) -> pd.DataFrame:
+    from masc_fast.pipeline.experiments.memorization import memorization_rows
+
+    return memorization_rows(run_dir)
+
+
 #: experiment name -> what runs it; the non-MASC ones use the run's own p.
 _RUNNERS: dict[str, Callable[..., pd.DataFrame]] = {
     **{name: run_masc_experiment for name in MASC_EXPERIMENTS},
@@ -76,6 +83,7 @@ _RUNNERS: dict[str, Callable[..., pd.DataFrame]] = {
     "retrain-10": _retrain,
     "learning-curves": _learning_curves,
     "dynamics": _dynamics,
+    "memorization": _memorization,
 }
 #: Every experiment a run can get, in the order ``masc-fast probe --help`` lists them.
 EXPERIMENTS = tuple(_RUNNERS)

@@ -58,13 +58,25 @@ def at_variance(frame: pd.DataFrame, variance: float = DEFAULT_VARIANCE) -> pd.D
     return frame[keep]
 
 
+def unregularized_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs without Arpit et al.'s regularisers, without a ``regularization``
+    column (all rows when every run is regularised)."""
+    if "regularization" not in frame.columns:
+        return frame
+    plain = frame["regularization"].fillna("none").astype(str) == "none"
+    frame = frame[plain.to_numpy()] if plain.any() else frame
+    return frame.drop(columns="regularization")
+
+
 def paper_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows the paper's tables and figures read, without a ``randomize`` column.
 
     The paper's runs (no ``randomize``, or ``"none"``) when the table has any; a table of
     Zhang et al.'s randomization tests alone gives its label modes (true, partial, random
     labels: label noise at their p); input randomizations never enter the paper's figures.
+    Likewise unregularised runs when there are any (Arpit et al.'s regularisers aside).
     """
+    frame = unregularized_rows(frame)
     if "randomize" not in frame.columns:
         return frame
     modes = frame["randomize"].fillna("none").astype(str)

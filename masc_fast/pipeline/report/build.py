@@ -27,9 +27,20 @@ import pandas as pd
 
 from masc_fast._io import atomic_write_text
 from masc_fast.pipeline.report._plot import save_png_pdf
-from masc_fast.pipeline.report._rows import RETRAIN_EXPERIMENTS, model_datasets, paper_rows
+from masc_fast.pipeline.report._rows import (
+    RETRAIN_EXPERIMENTS,
+    model_datasets,
+    paper_rows,
+    unregularized_rows,
+)
 from masc_fast.pipeline.report.aggregate import aggregate_seeds
 from masc_fast.pipeline.report.figures import baselines_figure, figure2, figure3, sensitivity_figure
+from masc_fast.pipeline.report.figures_arpit import (
+    csr_figure,
+    learnability_figure,
+    regularization_figure,
+    sensitivity_figure_arpit,
+)
 from masc_fast.pipeline.report.figures_dynamics import dynamics_figure
 from masc_fast.pipeline.report.figures_runs import (
     RELABEL_FIGURES,
@@ -68,8 +79,9 @@ class FigureSpec:
     """A figure of the report: file stem, title, caption, the rows it needs and how to draw it.
 
     ``draw(results, model=..., dataset=...)`` returns a matplotlib figure or ``None``.
-    ``randomized``: it reads every run, randomization tests included; the paper's figures
-    read :func:`~masc_fast.pipeline.report._rows.paper_rows` only.
+    ``randomized``: it reads the randomization tests too; the paper's figures read
+    :func:`~masc_fast.pipeline.report._rows.paper_rows` only. ``regularized``: it reads the
+    regularised runs too (else :func:`~masc_fast.pipeline.report._rows.unregularized_rows`).
     """
 
     name: str
@@ -78,6 +90,7 @@ class FigureSpec:
     needs: str
     draw: Callable
     randomized: bool = False
+    regularized: bool = False
 
 
 def _retrain_specs(experiment: str) -> list[FigureSpec]:
@@ -126,6 +139,44 @@ FIGURES: tuple[FigureSpec, ...] = (
         "corrupted-label subspaces (exp1); mean over seeds, shaded: min–max.",
         "experiment 'exp2', subspaces 'true', metric 'accuracy', split 'test', labels 'true'",
         figure3,
+    ),
+    FigureSpec(
+        "arpit-learnability",
+        "Per-example learnability (Arpit et al.)",
+        "Misclassification rate of each measured training example after the first epoch, over "
+        "seeds, sorted: real data has examples every seed learns first, noise does not.",
+        "experiment 'memorization', metric 'correct_after_epoch1'",
+        learnability_figure,
+        randomized=True,
+    ),
+    FigureSpec(
+        "arpit-sensitivity",
+        "Loss-sensitivity (Arpit et al.)",
+        "Left: Gini coefficient of ḡ_x = ‖∂L/∂x‖₁ over the measured examples per epoch (mean "
+        "over seeds, shaded: min–max); right: ḡ_x averaged over training, sorted, per setting.",
+        "experiment 'memorization', metric 'loss_sensitivity_gini'",
+        sensitivity_figure_arpit,
+        randomized=True,
+    ),
+    FigureSpec(
+        "arpit-csr",
+        "Critical sample ratio (Arpit et al.)",
+        "Fraction of the measured examples with an input in the ℓ∞ box of radius csr_radius "
+        "that changes the prediction, per epoch; mean over seeds, shaded: min–max.",
+        "experiment 'memorization', metric 'critical_sample_ratio'",
+        csr_figure,
+        randomized=True,
+    ),
+    FigureSpec(
+        "arpit-regularization",
+        "Regularisers under label noise (Arpit et al.)",
+        "Test accuracy when training stopped against the label corruption, a line per "
+        "regularisation (dropout, input Gaussian noise, weight decay; 'none' unregularised); "
+        "mean over seeds, error bars: min–max.",
+        "experiment 'learning-curves', metric 'test_error' with a 'regularization' column",
+        regularization_figure,
+        randomized=True,
+        regularized=True,
     ),
     FigureSpec(
         "dynamics",
@@ -214,9 +265,10 @@ def _slug(text: str) -> str:
 
 
 def _seed_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Every measurement over seeds; per-epoch retraining rows keep their epoch."""
+    """Every measurement over seeds; per-epoch retraining and memorisation rows keep their
+    epoch."""
     rows = results.drop_duplicates([name for name in results.columns if name != "value"])
-    retrain = rows["experiment"].isin(RETRAIN_EXPERIMENTS)
+    retrain = rows["experiment"].isin((*RETRAIN_EXPERIMENTS, "memorization"))  # per epoch
     parts = [aggregate_seeds(rows[~retrain]), aggregate_seeds(rows[retrain], ignore=("n",))]
     return pd.concat([part for part in parts if len(part)], ignore_index=True)
 
@@ -316,9 +368,14 @@ def build_report(
                 caption = f"Table {name[-1]} ({_RELABEL_CAPTIONS[name]})"
                 section.tables.append((caption, to_html_table(mine)))
         every = _rows_of(results, model, dataset)
-        mine = _rows_of(paper, model, dataset)
+        views = {
+            (True, True): every,
+            (True, False): unregularized_rows(every),
+            (False, False): _rows_of(paper, model, dataset),
+        }
         for spec in specs:
-            figure = spec.draw(every if spec.randomized else mine, model=model, dataset=dataset)
+            rows = views[(spec.randomized, spec.regularized)]
+            figure = spec.draw(rows, model=model, dataset=dataset)
             if figure is None:
                 section.skipped.append((spec.title, f"no rows with {spec.needs}"))
                 continue

@@ -19,7 +19,15 @@ import pandas as pd
 from masc_fast.pipeline.report._plot import draw_band, fit_layout, grid, seed_stats
 from masc_fast.pipeline.report._rows import one_model, select
 
-__all__ = ["curve_label", "zhang_error_figure", "zhang_fit_figure", "zhang_loss_figure"]
+__all__ = [
+    "corruption_rows",
+    "curve_label",
+    "run_modes",
+    "setting_rank",
+    "zhang_error_figure",
+    "zhang_fit_figure",
+    "zhang_loss_figure",
+]
 
 _EXPERIMENT = "learning-curves"
 _INPUT_MODES = ("shuffled-pixels", "random-pixels", "gaussian")
@@ -41,7 +49,13 @@ _ORDER = {
 }
 
 
-def _modes(rows: pd.DataFrame) -> pd.Series:
+def setting_rank(mode: str) -> int:
+    """Position of a mode in Zhang's order (label randomizations, then input ones)."""
+    return _ORDER.get(mode, len(_ORDER))
+
+
+def run_modes(rows: pd.DataFrame) -> pd.Series:
+    """Each row's randomization mode, ``"none"`` for the paper's runs."""
     if "randomize" not in rows:
         return pd.Series("none", index=rows.index)
     return rows["randomize"].fillna("none").astype(str)
@@ -64,11 +78,11 @@ def zhang_loss_figure(
     rows = select(frame, experiment=_EXPERIMENT, metric="train_loss")
     if rows.empty or "step" not in rows:
         return None
-    rows = rows.assign(mode=_modes(rows).to_numpy(), step=rows["step"].astype(float))
+    rows = rows.assign(mode=run_modes(rows).to_numpy(), step=rows["step"].astype(float))
     stats = seed_stats(rows, ["mode", "p", "step"]).rename(columns={"mode": "setting"})
     figure, axes = grid(1, width=6.0, height=3.6)
     ax = axes[0, 0]
-    stats = stats.assign(order=stats["setting"].map(_ORDER).fillna(len(_ORDER)))
+    stats = stats.assign(order=stats["setting"].map(setting_rank))
     stats = stats.sort_values(["order", "p", "step"], kind="stable")
     for (mode, p), line in stats.groupby(["setting", "p"], sort=False):
         line = line.sort_values("step")
@@ -82,10 +96,10 @@ def zhang_loss_figure(
     return figure
 
 
-def _by_corruption(rows: pd.DataFrame) -> pd.DataFrame:
+def corruption_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows that have a corruption level, with it in column ``level`` and their label
     noise in ``family``: "paper's noise" (no randomization) or "Zhang's" (the label modes)."""
-    modes = _modes(rows)
+    modes = run_modes(rows)
     keep = ~modes.isin(_INPUT_MODES)
     family = np.where(modes[keep] == "none", "paper's noise", "Zhang's randomization")
     return rows[keep].assign(level=rows["p"][keep].astype(float), family=family)
@@ -110,7 +124,7 @@ def zhang_fit_figure(
     """Zhang et al.'s Figure 1b: steps until the training labels are fitted, relative to the
     true labels' (absolute steps when the table has no run at corruption 0), per level."""
     frame, model, dataset = one_model(results, model, dataset)
-    rows = _by_corruption(select(frame, experiment=_EXPERIMENT, metric="steps_to_fit"))
+    rows = corruption_rows(select(frame, experiment=_EXPERIMENT, metric="steps_to_fit"))
     if rows.empty:
         return None
     at_zero = rows["level"] == 0
@@ -137,7 +151,7 @@ def zhang_error_figure(
 ):
     """Zhang et al.'s Figure 1c: test error when training stopped, per corruption level."""
     frame, model, dataset = one_model(results, model, dataset)
-    rows = _by_corruption(select(frame, experiment=_EXPERIMENT, metric="test_error"))
+    rows = corruption_rows(select(frame, experiment=_EXPERIMENT, metric="test_error"))
     if rows.empty:
         return None
     figure, axes = grid(1, width=5.0, height=3.4)

@@ -8,11 +8,58 @@ from dataclasses import asdict, dataclass, fields
 
 from masc_fast.pipeline.runs.recipes import RECIPES, TrainingRecipe, training_recipe
 
-__all__ = ["NOISE_RECIPES", "RunConfig", "RunSummary"]
+__all__ = ["NOISE_RECIPES", "REGULARIZERS", "RunConfig", "RunSummary", "parse_regularization"]
 
 #: Label-noise recipes of :func:`masc_fast.data.corruption.noisy_labels`.
 NOISE_RECIPES = ("seeded", "paper")
 _RECIPE_FIELDS = ("optimizer", "lr", "momentum", "batch_size", "target_accuracy", "max_epochs")
+#: Regularisers a run may add (Arpit et al.'s), with the range of their strength.
+REGULARIZERS = {
+    "dropout": "in (0, 1)",
+    "input_noise": "> 0 (standard deviation, input units)",
+    "weight_decay": "> 0",
+}
+_MLPS = ("mlp", "mlp-small", "mlp-1x512", "mlp-3x512")
+
+
+def parse_regularization(text: str) -> dict[str, float]:
+    """``"none"`` -> ``{}``; ``"dropout=0.5+weight_decay=5e-4"`` -> ``{"dropout": 0.5, ...}``.
+
+    Raises
+    ------
+    ValueError
+        An unknown regulariser, a repeated one, or a strength out of its range (named).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"regularization must be a string, got {text!r}")
+    if text == "none":
+        return {}
+    found: dict[str, float] = {}
+    for part in text.split("+"):
+        name, _, value = part.partition("=")
+        if name not in REGULARIZERS or name in found:
+            raise ValueError(
+                f"regularization {text!r}: {part!r} is not one of "
+                f"{', '.join(f'{key}=X' for key in REGULARIZERS)} (joined by '+', each once)"
+            )
+        try:
+            strength = float(value)
+        except ValueError:
+            strength = float("nan")
+        if not (strength > 0 and (name != "dropout" or strength < 1)):
+            raise ValueError(f"regularization {text!r}: {name} must be {REGULARIZERS[name]}")
+        found[name] = strength
+    return found
+
+
+# Fields added after runs existed -> their defaults, left out of to_dict() when default.
+_RECENT_DEFAULTS = {
+    "randomize": "none",
+    "regularization": "none",
+    "memorization": False,
+    "memorization_examples": 1000,
+    "csr_radius": 0.1,
+}
 # Enough to train a combination without a row in RECIPES (momentum defaults to 0.9 for SGD).
 _REQUIRED_WITHOUT_RECIPE = ("optimizer", "lr", "batch_size", "target_accuracy", "max_epochs")
 
@@ -66,6 +113,17 @@ class RunConfig:
         Download missing datasets into ``data_root``.
     device : str, optional
         ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; ``None``: CUDA if available, else CPU.
+    regularization : str, default "none"
+        Arpit et al.'s regularisers, ``"+"``-joined: ``dropout=P`` (after each hidden ReLU;
+        the MLPs only), ``input_noise=S`` (Gaussian noise of standard deviation S added to
+        every training batch's inputs), ``weight_decay=W`` (the optimiser's L2 penalty); e.g.
+        ``"dropout=0.5+weight_decay=0.0005"`` (:func:`parse_regularization`).
+    memorization : bool, default False
+        Record Arpit et al.'s per-epoch measures (:mod:`masc_fast.pipeline.runs.memorization`)
+        on the first ``memorization_examples`` training samples, the critical samples within
+        ℓ∞ radius ``csr_radius`` (in the model's input units).
+    memorization_examples : int, default 1000
+    csr_radius : float, default 0.1
     compile : bool, default False
         Train through ``torch.compile``.
     amp : bool, default False
@@ -104,6 +162,10 @@ class RunConfig:
     device: str | None = None
     compile: bool = False
     amp: bool = False
+    regularization: str = "none"
+    memorization: bool = False
+    memorization_examples: int = 1000
+    csr_radius: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("model", "dataset"):
@@ -120,11 +182,28 @@ class RunConfig:
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
         self._check_randomize()
+        if "dropout" in parse_regularization(self.regularization) and self.model not in _MLPS:
+            raise ValueError(
+                f"regularization {self.regularization!r}: dropout is built into the MLPs "
+                f"({', '.join(_MLPS)}), not {self.model!r}"
+            )
         if self.noise_recipe not in NOISE_RECIPES:
             raise ValueError(
                 f"noise_recipe must be one of {NOISE_RECIPES}, got {self.noise_recipe!r}"
             )
-        for name in ("shuffle", "download", "compile", "amp"):
+        if (
+            isinstance(self.memorization_examples, bool)
+            or not isinstance(self.memorization_examples, numbers.Integral)
+            or self.memorization_examples < 1
+        ):
+            raise ValueError(
+                f"memorization_examples must be a whole number >= 1, got "
+                f"{self.memorization_examples!r}"
+            )
+        radius = self.csr_radius
+        if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not radius > 0:
+            raise ValueError(f"csr_radius must be a positive number, got {radius!r}")
+        for name in ("shuffle", "download", "compile", "amp", "memorization"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if isinstance(self.data_root, os.PathLike):
@@ -189,18 +268,22 @@ class RunConfig:
 
     def run_columns(self) -> dict:
         """The result-table columns that name this run: model, dataset, p, seed, and
-        ``randomize`` for a randomization test (absent for the paper's runs)."""
+        ``randomize`` and ``regularization`` where they are used (absent for the paper's
+        runs)."""
         columns = {"model": self.model, "dataset": self.dataset, "p": self.p, "seed": self.seed}
-        if self.randomize != "none":
-            columns["randomize"] = self.randomize
+        for name in ("randomize", "regularization"):
+            if getattr(self, name) != "none":
+                columns[name] = getattr(self, name)
         return columns
 
     def to_dict(self) -> dict:
-        """JSON-ready dict of every field (the inverse of :meth:`from_dict`); ``randomize``
-        only when it is not ``"none"``, so runs made before it existed still resume."""
+        """JSON-ready dict of every field (the inverse of :meth:`from_dict`); the fields added
+        after the first runs (``randomize``, the memorisation measures) only when they are
+        not their defaults, so runs made before them still resume."""
         values = asdict(self)
-        if values["randomize"] == "none":
-            del values["randomize"]
+        for name, default in _RECENT_DEFAULTS.items():  # absent from older config.json files
+            if values[name] == default:
+                del values[name]
         return values
 
     @classmethod

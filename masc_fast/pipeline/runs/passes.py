@@ -76,6 +76,7 @@ def _run_pass(
     autocast_dtype: torch.dtype | None,
     progress: bool,
     description: str,
+    input_noise: float = 0.0,
 ) -> EpochStats:
     """The loop of :func:`train_epoch` (with an optimizer) and :func:`evaluate` (without);
     the model's train/eval mode is the caller's business."""
@@ -90,6 +91,8 @@ def _run_pass(
     has_true = False
     for batch in _batch_bar(loader, progress, description):
         inputs, labels = batch[0].to(device), batch[1].to(device)
+        if input_noise:
+            inputs = inputs + input_noise * torch.randn_like(inputs)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
         with _autocast(device, autocast_dtype):
@@ -129,6 +132,7 @@ def train_epoch(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
     description: str = "batches",
+    input_noise: float = 0.0,
 ) -> EpochStats:
     """One training epoch in train mode, with the authors' running accuracy.
 
@@ -155,6 +159,9 @@ def train_epoch(
         A transient progress bar over the batches.
     description : str, default "batches"
         Label of that bar.
+    input_noise : float, default 0
+        Standard deviation of Gaussian noise added to every batch's inputs before the
+        forward pass (Arpit et al.'s input-noise regulariser; torch's global generator).
 
     Returns
     -------
@@ -185,7 +192,13 @@ def train_epoch(
     model.train()
     options = {"device": device, "criterion": criterion, "autocast_dtype": autocast_dtype}
     return _run_pass(
-        model, loader, optimizer, progress=progress, description=description, **options
+        model,
+        loader,
+        optimizer,
+        progress=progress,
+        description=description,
+        input_noise=input_noise,
+        **options,
     )
 
 

@@ -30,6 +30,9 @@ Run directory
         best.safetensors     highest test accuracy over epochs >= 1 (first on ties), its epoch
                              in the metadata (the early-stopping comparison)
         final.safetensors    the model when training stopped
+      memorization/          with ``memorization=True``: epoch_NNNN.npz, Arpit et al.'s
+                             per-example measures after each epoch
+                             (:mod:`masc_fast.pipeline.runs.memorization`)
       summary.json           written when the run is finished (see :class:`RunSummary`)
 
 ``train_accuracy`` and ``train_accuracy_true`` are running accuracies of the same training
@@ -53,7 +56,7 @@ import torch
 from torch import nn
 
 from masc_fast._io import read_json
-from masc_fast.pipeline.runs.config import RunConfig, RunSummary
+from masc_fast.pipeline.runs.config import RunConfig, RunSummary, parse_regularization
 from masc_fast.pipeline.runs.files import METRIC_COLUMNS, check_run_dir, run_paths
 from masc_fast.pipeline.runs.train_prepared import train_device, train_prepared
 
@@ -75,8 +78,11 @@ def _build_model(config: RunConfig, info) -> nn.Module:
     """Seeded model construction (a seam tests replace with a smaller model)."""
     from masc_fast.models import build_model
 
+    dropout = parse_regularization(config.regularization).get("dropout", 0.0)
     torch.manual_seed(config.seed)
-    return build_model(config.model, input_shape=info.input_shape, num_classes=info.num_classes)
+    return build_model(
+        config.model, input_shape=info.input_shape, num_classes=info.num_classes, dropout=dropout
+    )
 
 
 def train_run(
@@ -174,6 +180,18 @@ def train_run(
         train, corrupted, true_labels, batch_size=eval_size, device=loader_device
     )
     test_loader = BatchLoader(test, batch_size=eval_size, device=loader_device)
+    regularizers = parse_regularization(config.regularization)
+    recorder = None
+    if config.memorization:
+        from masc_fast.pipeline.runs.memorization import MemorizationRecorder
+
+        subset = slice(0, min(config.memorization_examples, len(train)))
+        recorder = MemorizationRecorder(
+            Path(run_dir) / "memorization",
+            train.inputs(subset),
+            torch.as_tensor(corrupted[subset], dtype=torch.int64),
+            radius=config.csr_radius,
+        )
     noise = {
         "p": config.p,
         "recipe": config.noise_recipe,
@@ -198,4 +216,7 @@ def train_run(
         resume=resume,
         progress=progress,
         on_epoch=on_epoch,
+        memorization=recorder,
+        weight_decay=regularizers.get("weight_decay", 0.0),
+        input_noise=regularizers.get("input_noise", 0.0),
     )

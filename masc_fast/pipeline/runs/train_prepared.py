@@ -106,6 +106,9 @@ def train_prepared(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    memorization=None,
+    weight_decay: float = 0.0,
+    input_noise: float = 0.0,
 ) -> RunSummary:
     """Train an already built model into a run directory (the core of :func:`train_run`).
 
@@ -149,6 +152,12 @@ def train_prepared(
         progress bars over epochs and over each epoch's batches.
     on_epoch : callable, optional
         Called with a copy of each new metrics row after the epoch is committed.
+    memorization : MemorizationRecorder, optional
+        Records Arpit et al.'s measures after epoch 0 and every epoch
+        (:mod:`masc_fast.pipeline.runs.memorization`); its seconds go into the row.
+    weight_decay, input_noise : float, default 0
+        Arpit et al.'s regularisers: the optimiser's L2 penalty, and the standard deviation
+        of Gaussian noise added to the training inputs (:func:`train_epoch`).
 
     Returns
     -------
@@ -178,7 +187,9 @@ def train_prepared(
     device = train_device(device, amp)
     model.to(device)
     momentum = 0.0 if recipe.momentum is None else recipe.momentum
-    optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, momentum)
+    optimizer = make_optimizer(
+        recipe.optimizer, model.parameters(), recipe.lr, momentum, weight_decay=weight_decay
+    )
     forward = torch.compile(model) if compile else model
     autocast = torch.bfloat16 if amp else None
     passes = {"device": device, "autocast_dtype": autocast, "progress": progress}
@@ -218,6 +229,8 @@ def train_prepared(
         initial_train = evaluate(forward, eval_loader, **passes)
         initial_test = evaluate(forward, test_loader, **passes)
         row = _row(0, initial_train, initial_test, time.perf_counter() - started)
+        if memorization is not None:
+            row["memorization_seconds"] = memorization.record(model, 0, device)
         save_snapshot(paths["init"], model, epoch=0, kind="init", metrics=row)
         loop.start([row], {"best_epoch": None, "best_test": None})
 
@@ -228,10 +241,18 @@ def train_prepared(
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         stats = train_epoch(
-            forward, train_loader, optimizer, description=f"epoch {epoch}", **passes
+            forward,
+            train_loader,
+            optimizer,
+            description=f"epoch {epoch}",
+            input_noise=input_noise,
+            **passes,
         )
         test = evaluate(forward, test_loader, **passes)
-        return _row(epoch, stats, test, time.perf_counter() - started)
+        row = _row(epoch, stats, test, time.perf_counter() - started)
+        if memorization is not None:  # before the commit: a resumed epoch rewrites its file
+            row["memorization_seconds"] = memorization.record(model, epoch, device)
+        return row
 
     def track_best(state: dict, row: dict) -> None:
         """The best test accuracy over epochs >= 1, first on ties (``best.safetensors``)."""

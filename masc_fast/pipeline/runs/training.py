@@ -76,7 +76,12 @@ class TrainHistory:
 
 
 def make_optimizer(
-    name: str, params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9
+    name: str,
+    params: Iterable[nn.Parameter],
+    lr: float,
+    momentum: float = 0.9,
+    *,
+    weight_decay: float = 0.0,
 ) -> torch.optim.Optimizer:
     """The authors' optimisers by name: ``"sgd"`` (with momentum) or ``"adam"``.
 
@@ -96,6 +101,9 @@ def make_optimizer(
         for Adam (AlexNet, CNN).
     momentum : float, default 0.9
         SGD momentum in [0, 1).
+    weight_decay : float, default 0
+        L2 penalty (torch's ``weight_decay``); the paper's runs use none, Arpit et al.'s
+        regularisation runs do (``RunConfig.regularization``).
 
     Returns
     -------
@@ -117,13 +125,15 @@ def make_optimizer(
         raise ValueError(f"unknown optimizer {name!r}; expected one of {_OPTIMIZERS}")
     if not isinstance(lr, numbers.Real) or not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not isinstance(weight_decay, numbers.Real) or not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     if key == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if key == "adam-fused":
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True, weight_decay=weight_decay)
     if not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 @torch.no_grad()

@@ -11,11 +11,20 @@ from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
 __all__ = ["run_cell", "run_name"]
 
 
-def run_name(model: str, dataset: str, p: float, seed: int, randomize: str = "none") -> str:
+def run_name(
+    model: str,
+    dataset: str,
+    p: float,
+    seed: int,
+    randomize: str = "none",
+    regularization: str = "none",
+) -> str:
     """Folder name of a training run in a sweep: ``mlp-digits-p0.2-s1`` (with the
-    randomization after the dataset when it is not ``"none"``)."""
+    randomization after the dataset and the regularization after the seed when they are not
+    ``"none"``)."""
     mode = "" if randomize == "none" else f"-{randomize}"
-    return f"{model}-{dataset}{mode}-p{p:g}-s{seed}"
+    extra = "" if regularization == "none" else f"-{regularization}"
+    return f"{model}-{dataset}{mode}-p{p:g}-s{seed}{extra}"
 
 
 def run_cell(cell, spec) -> pd.DataFrame:
@@ -33,11 +42,10 @@ def run_cell(cell, spec) -> pd.DataFrame:
         p=train_p,
         seed=cell.seed,
         randomize=cell.randomize,
+        regularization=cell.regularization,
         **dict(spec.train),
     )
-    run_dir = Path(spec.runs_dir) / run_name(
-        cell.model, cell.dataset, train_p, cell.seed, cell.randomize
-    )
+    run_dir = Path(spec.runs_dir) / cell.run_id
     progress = bool(spec.probe.get("progress", True))
     train_run(config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)
     settings = ProbeSettings(**dict(spec.probe))

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import torch
 
-from masc_fast.pipeline.sweeps.cells import run_name
 from masc_fast.pipeline.sweeps.grid import Cell, SweepSpec
 
 __all__ = ["SweepDisk", "check_sweep_disk", "format_bytes", "sweep_disk"]
 
 _RETRAIN_EXPERIMENTS = ("retrain", "retrain-10")
-_NO_PROBE = ("learning-curves",)  # reads the run's own files only
+_NO_PROBE = ("learning-curves", "memorization")  # read the run's own files only
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,7 @@ def _run_bytes(cell: Cell, spec: SweepSpec, train_p: float) -> int:
         p=train_p,
         seed=cell.seed,
         randomize=cell.randomize,
+        regularization=cell.regularization,
         **dict(spec.train),
     )
     recipe = config.recipe()
@@ -158,9 +158,7 @@ def sweep_disk(spec: SweepSpec, cells: list[Cell]) -> SweepDisk:
     probe = 0
     for cell in cells:
         train_p = 0.0 if cell.experiment == "exp3" else cell.p
-        run_dir = spec.runs_dir / run_name(
-            cell.model, cell.dataset, train_p, cell.seed, cell.randomize
-        )
+        run_dir = spec.runs_dir / cell.run_id
         if run_dir not in runs and not (run_dir / "summary.json").exists():
             runs[run_dir] = max(0, _run_bytes(cell, spec, train_p) - _folder_bytes(run_dir))
         if cell.experiment in _RETRAIN_EXPERIMENTS:  # a second run of the model, per cell

@@ -10,6 +10,7 @@ The format::
     seeds = [0, 1, 2]           # default [0]
     experiments = ["exp1", "exp2", "exp3"]   # default ["exp1"]
     randomize = ["none"]        # Zhang's randomization tests; default ["none"]
+    regularization = ["none", "dropout=0.5"]  # Arpit's regularisers; default ["none"]
     format = "csv"              # or "parquet" (needs pyarrow); default "csv"
 
     [train]                     # optional RunConfig overrides (masc_fast.pipeline.runs.config)
@@ -53,11 +54,21 @@ __all__ = ["Cell", "SweepSpec", "load_sweep", "mode_probabilities"]
 
 
 _SECTIONS = ("sweep", "train", "probe")
-_SWEEP_KEYS = ("out", "models", "datasets", "p", "seeds", "experiments", "randomize", "format")
+_SWEEP_KEYS = (
+    "out",
+    "models",
+    "datasets",
+    "p",
+    "seeds",
+    "experiments",
+    "randomize",
+    "regularization",
+    "format",
+)
 _REQUIRED = ("out", "models", "datasets", "p")
 _FORMATS = ("csv", "parquet")
 # The grid's own axes: a [train] table may not set them.
-_CELL_FIELDS = ("model", "dataset", "p", "seed", "randomize")
+_CELL_FIELDS = ("model", "dataset", "p", "seed", "randomize", "regularization")
 
 
 @dataclass(frozen=True)
@@ -70,13 +81,29 @@ class Cell:
     seed: int
     experiment: str
     randomize: str = "none"
+    regularization: str = "none"
+
+    @property
+    def run_id(self) -> str:
+        """The training run's part of the id (:func:`masc_fast.pipeline.sweeps.cells.run_name`
+        of the run it trains)."""
+        from masc_fast.pipeline.sweeps.cells import run_name
+
+        train_p = 0.0 if self.experiment == "exp3" else self.p
+        return run_name(
+            self.model, self.dataset, train_p, self.seed, self.randomize, self.regularization
+        )
 
     @property
     def cell_id(self) -> str:
-        """Stable id and file name, e.g. ``mlp-digits-p0.2-s1-exp1`` (with the randomization
-        after the dataset when it is not ``"none"``: ``mlp-digits-gaussian-p0-s1-exp1``)."""
+        """Stable id and file name, e.g. ``mlp-digits-p0.2-s1-exp1``; the randomization
+        follows the dataset and the regularization the seed when they are not ``"none"``:
+        ``mlp-digits-gaussian-p0-s1-dropout=0.5-exp1``."""
         mode = "" if self.randomize == "none" else f"-{self.randomize}"
-        return f"{self.model}-{self.dataset}{mode}-p{self.p:g}-s{self.seed}-{self.experiment}"
+        extra = "" if self.regularization == "none" else f"-{self.regularization}"
+        return (
+            f"{self.model}-{self.dataset}{mode}-p{self.p:g}-s{self.seed}{extra}-{self.experiment}"
+        )
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,8 @@ class SweepSpec:
     p : tuple of float
     randomize : tuple of str
         Randomization modes (the module docstring says which p each takes).
+    regularization : tuple of str
+        Regularisations (:func:`masc_fast.pipeline.runs.config.parse_regularization`).
     seeds : tuple of int
     train : dict
         ``[train]``: keyword overrides of :class:`masc_fast.pipeline.runs.config.RunConfig`.
@@ -109,6 +138,7 @@ class SweepSpec:
     seeds: tuple[int, ...] = (0,)
     experiments: tuple[str, ...] = ("exp1",)
     randomize: tuple[str, ...] = ("none",)
+    regularization: tuple[str, ...] = ("none",)
     train: dict = field(default_factory=dict)
     probe: dict = field(default_factory=dict)
     format: str = "csv"
@@ -126,14 +156,15 @@ class SweepSpec:
 
     def cells(self) -> list[Cell]:
         """The grid in a stable order: models, then datasets, randomizations, p, seeds,
-        experiments."""
+        regularizations, experiments."""
         return [
-            Cell(model, dataset, p, seed, experiment, mode)
+            Cell(model, dataset, p, seed, experiment, mode, regularization)
             for model in self.models
             for dataset in self.datasets
             for mode in self.randomize
             for p in mode_probabilities(mode, self.p)
             for seed in self.seeds
+            for regularization in self.regularization
             for experiment in self.experiments
         ]
 
@@ -218,6 +249,18 @@ def _modes(value, p, where: _Where) -> tuple[str, ...]:
     if "partial" in names and not any(value > 0 for value in _as_list(p, "sweep.p", where)):
         raise where.error("sweep.randomize", "'partial' needs some p above 0 in sweep.p")
     return names
+
+
+def _regularizations(value, where: _Where) -> tuple[str, ...]:
+    from masc_fast.pipeline.runs.config import parse_regularization
+
+    names = _as_list(value, "sweep.regularization", where)
+    for name in names:
+        try:
+            parse_regularization(name)
+        except (TypeError, ValueError) as error:
+            raise where.error("sweep.regularization", str(error)) from error
+    return _unique(names, "sweep.regularization", where)
 
 
 def _options(table, section: str, where: _Where, fields: Mapping[str, object]) -> dict:
@@ -334,6 +377,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         seeds=_seeds(sweep.get("seeds", [0]), "sweep.seeds", where),
         experiments=_experiments(sweep.get("experiments", ["exp1"]), "sweep.experiments", where),
         randomize=_modes(sweep.get("randomize", ["none"]), sweep["p"], where),
+        regularization=_regularizations(sweep.get("regularization", ["none"]), where),
         train=_options(
             document.get("train", {}),
             "train",
@@ -373,6 +417,7 @@ def _check_cells(spec: SweepSpec, where: _Where) -> None:
                 p=train_p,
                 seed=cell.seed,
                 randomize=cell.randomize,
+                regularization=cell.regularization,
                 **spec.train,
             ).recipe()
         except (TypeError, ValueError) as error:

@@ -70,11 +70,12 @@ def _check_settings(spec: SweepSpec) -> None:
 
 
 def _cell_columns(cell: Cell) -> dict:
-    """The run columns a cell's rows get; ``randomize`` only for a randomization test, so
-    tables of the paper's sweeps keep the schema columns alone."""
+    """The run columns a cell's rows get; ``randomize`` and ``regularization`` only where
+    used, so tables of the paper's sweeps keep the schema columns alone."""
     columns = dataclasses.asdict(cell)
-    if columns["randomize"] == "none":
-        del columns["randomize"]
+    for name in ("randomize", "regularization"):
+        if columns[name] == "none":
+            del columns[name]
     return columns
 
 
