@@ -3,8 +3,10 @@
 A network that memorises labels shuffled to a degree p >= 0.4 generalises badly, yet one of
 its layers still holds class subspaces that classify the test set better than the network
 itself (exp1: subspaces from the same corrupted labels). Trains the paper's MLP on digits and
-MNIST-1D with the offline recipe (Adam, lr 1e-3, batch 32) for 30 epochs, by which it fits
-over 95 % of the corrupted labels, then probes every layer.
+MNIST-1D with the offline recipe (Adam, lr 1e-3, batch 32; on MNIST-1D batch 128 and lr 2e-3,
+which fit as much, 98 % of the corrupted labels at p = 0.4 and 0.8, in a third of the time:
+60 s instead of 190 s per run on two cores) for 30 epochs, by which it fits over 95 % of the
+corrupted labels, then probes every layer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from masc_fast.pipeline.runs.config import RunConfig
 from masc_fast.pipeline.runs.train import train_run
 
 EPOCHS = 30
+# Recipe overrides per dataset (module docstring); digits keeps the offline recipe.
+_SIZED = {"digits": {}, "mnist1d": {"batch_size": 128, "lr": 2e-3}}
 
 
 @pytest.mark.slow
@@ -24,7 +28,9 @@ EPOCHS = 30
 def test_best_layer_beats_the_memorising_model(tmp_path, dataset, p):
     run_dir = tmp_path / "run"
     summary = train_run(
-        RunConfig("mlp", dataset, p=p, seed=0, max_epochs=EPOCHS), run_dir, progress=False
+        RunConfig("mlp", dataset, p=p, seed=0, max_epochs=EPOCHS, **_SIZED[dataset]),
+        run_dir,
+        progress=False,
     )
     assert summary.final_train_accuracy > 0.9  # it memorised the corrupted labels
     rows = run_experiment(run_dir, "exp1", settings=ProbeSettings(progress=False))
