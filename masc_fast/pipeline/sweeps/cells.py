@@ -8,7 +8,7 @@ import pandas as pd
 
 from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
 
-__all__ = ["run_cell", "run_name"]
+__all__ = ["cell_config", "run_cell", "run_name"]
 
 
 def run_name(
@@ -27,24 +27,31 @@ def run_name(
     return f"{model}-{dataset}{mode}-p{p:g}-s{seed}{extra}"
 
 
+def cell_config(cell, spec):
+    """The :class:`~masc_fast.pipeline.runs.config.RunConfig` of the run a cell trains (or
+    reuses): the cell's coordinates (p = 0 for ``exp3``) and the sweep's ``[train]`` options."""
+    from masc_fast.pipeline.runs.config import RunConfig
+
+    return RunConfig(
+        model=cell.model,
+        dataset=cell.dataset,
+        p=cell.train_p,
+        seed=cell.seed,
+        randomize=cell.randomize,
+        regularization=cell.regularization,
+        **dict(spec.train),
+    )
+
+
 def run_cell(cell, spec) -> pd.DataFrame:
     """Train (or resume) the run a sweep cell needs, then run its experiment.
 
     ``exp3`` cells train (or reuse) the p = 0 run of the same model, dataset and seed and
     probe it with labels corrupted at the cell's p. Used by :func:`masc_fast.pipeline.sweeps.run.run_sweep`.
     """
-    from masc_fast.pipeline.runs.train import RunConfig, train_run
+    from masc_fast.pipeline.runs.train import train_run
 
-    train_p = 0.0 if cell.experiment == "exp3" else cell.p
-    config = RunConfig(
-        model=cell.model,
-        dataset=cell.dataset,
-        p=train_p,
-        seed=cell.seed,
-        randomize=cell.randomize,
-        regularization=cell.regularization,
-        **dict(spec.train),
-    )
+    config = cell_config(cell, spec)
     run_dir = Path(spec.runs_dir) / cell.run_id
     progress = bool(spec.probe.get("progress", True))
     train_run(config, run_dir, resume=(run_dir / "config.json").exists(), progress=progress)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from masc_fast.pipeline.sweeps.cells import cell_config
 from masc_fast.pipeline.sweeps.grid import Cell, SweepSpec
 
 __all__ = ["SweepDisk", "check_sweep_disk", "format_bytes", "sweep_disk"]
@@ -85,20 +86,11 @@ def _model_facts(model: str, dataset: str) -> tuple[int, int, dict[str, int]]:
     return state, params, {name: int(rows.shape[1]) for name, rows in captured.items()}
 
 
-def _run_bytes(cell: Cell, spec: SweepSpec, train_p: float) -> int:
+def _run_bytes(cell: Cell, spec: SweepSpec) -> int:
     """Bytes a finished training run of this cell's model holds (see the module docstring)."""
     from masc_fast.data import dataset_info
-    from masc_fast.pipeline.runs.config import RunConfig
 
-    config = RunConfig(
-        model=cell.model,
-        dataset=cell.dataset,
-        p=train_p,
-        seed=cell.seed,
-        randomize=cell.randomize,
-        regularization=cell.regularization,
-        **dict(spec.train),
-    )
+    config = cell_config(cell, spec)
     recipe = config.recipe()
     state, params, _ = _model_facts(cell.model, cell.dataset)
     moments = 2 if recipe.optimizer.startswith("adam") else int(bool(recipe.momentum))
@@ -157,12 +149,11 @@ def sweep_disk(spec: SweepSpec, cells: list[Cell]) -> SweepDisk:
     runs: dict[Path, int] = {}
     probe = 0
     for cell in cells:
-        train_p = 0.0 if cell.experiment == "exp3" else cell.p
         run_dir = spec.runs_dir / cell.run_id
         if run_dir not in runs and not (run_dir / "summary.json").exists():
-            runs[run_dir] = max(0, _run_bytes(cell, spec, train_p) - _folder_bytes(run_dir))
+            runs[run_dir] = max(0, _run_bytes(cell, spec) - _folder_bytes(run_dir))
         if cell.experiment in _RETRAIN_EXPERIMENTS:  # a second run of the model, per cell
-            runs[spec.runs_dir / cell.cell_id] = _run_bytes(cell, spec, train_p)
+            runs[spec.runs_dir / cell.cell_id] = _run_bytes(cell, spec)
         if cell.experiment not in _NO_PROBE:
             probe = max(probe, _probe_bytes(cell, spec))
     folder = _existing(spec.out)

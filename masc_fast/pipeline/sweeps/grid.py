@@ -84,14 +84,19 @@ class Cell:
     regularization: str = "none"
 
     @property
+    def train_p(self) -> float:
+        """The corruption degree of the run the cell trains: 0 for ``exp3`` (it probes the
+        p = 0 run with labels corrupted at ``p`` afterwards), else ``p``."""
+        return 0.0 if self.experiment == "exp3" else self.p
+
+    @property
     def run_id(self) -> str:
         """The training run's part of the id (:func:`masc_fast.pipeline.sweeps.cells.run_name`
         of the run it trains)."""
         from masc_fast.pipeline.sweeps.cells import run_name
 
-        train_p = 0.0 if self.experiment == "exp3" else self.p
         return run_name(
-            self.model, self.dataset, train_p, self.seed, self.randomize, self.regularization
+            self.model, self.dataset, self.train_p, self.seed, self.randomize, self.regularization
         )
 
     @property
@@ -409,12 +414,11 @@ def _check_cells(spec: SweepSpec, where: _Where) -> None:
     except (TypeError, ValueError) as error:
         raise where.error("[probe]", str(error)) from error
     for cell in spec.cells():
-        train_p = 0.0 if cell.experiment == "exp3" else cell.p
         try:
             RunConfig(
                 cell.model,
                 cell.dataset,
-                p=train_p,
+                p=cell.train_p,
                 seed=cell.seed,
                 randomize=cell.randomize,
                 regularization=cell.regularization,
