@@ -409,20 +409,14 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
 def _check_cells(spec: SweepSpec, where: _Where) -> None:
     """Build every cell's training configuration and recipe and the probe settings now, so a
     bad value fails ``--list`` and the first cell, not a cell hours into the sweep."""
+    from masc_fast.pipeline.sweeps.cells import cell_config
+
     try:
         ProbeSettings(**spec.probe)
     except (TypeError, ValueError) as error:
         raise where.error("[probe]", str(error)) from error
     for cell in spec.cells():
         try:
-            RunConfig(
-                cell.model,
-                cell.dataset,
-                p=cell.train_p,
-                seed=cell.seed,
-                randomize=cell.randomize,
-                regularization=cell.regularization,
-                **spec.train,
-            ).recipe()
+            cell_config(cell, spec).recipe()
         except (TypeError, ValueError) as error:
             raise where.error(f"cell {cell.cell_id}", str(error)) from error
