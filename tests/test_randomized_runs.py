@@ -115,3 +115,29 @@ def test_masc_rows_of_a_randomized_run_name_it(tmp_path):
     for experiment in ("exp1", "dynamics", "learning-curves"):
         rows = run_experiment(tmp_path / "run", experiment, settings=settings)
         assert set(rows["randomize"]) == {"gaussian"}, experiment
+
+
+def test_train_examples_trains_on_the_first_examples_for_every_seed(tmp_path, capsys):
+    """``train_examples`` keeps the first N training examples (the same for every seed), the
+    test split whole, and the run's labels, probing and randomization follow it."""
+    with pytest.raises(ValueError, match="train_examples must be a whole number"):
+        RunConfig("mlp-small", "digits", train_examples=0)
+    assert "train_examples" not in RunConfig("mlp-small", "digits").to_dict()
+    raw_train, raw_test = load_dataset("digits", progress=False)
+    for seed in (0, 1):
+        out = tmp_path / f"s{seed}"
+        argv = ["train", "--model", "mlp-small", "--dataset", "digits", "--seed", str(seed)]
+        argv += ["--randomize", "partial", "--p", "0.5", "--train-examples", "300"]
+        assert main([*argv, "--max-epochs", "1", "--out", str(out), "--no-progress"]) == 0
+        true, corrupted = load_labels(out)
+        assert torch.equal(true, raw_train.labels[:300])
+        assert 0 < int((true != corrupted).sum()) < 300
+        loaded = load_run(out, "final", device="cpu", progress=False)
+        assert torch.equal(loaded.train.data, raw_train.data[:300])
+        assert len(loaded.test) == len(raw_test)
+    with pytest.raises(ValueError, match=r"train_examples=5000 but dataset 'digits' has 1347"):
+        train_run(
+            RunConfig("mlp-small", "digits", train_examples=5000, max_epochs=1),
+            tmp_path / "too-many",
+            progress=False,
+        )

@@ -81,6 +81,48 @@ def test_grid_expansion_order_and_ids(tmp_path):
     assert Cell("cnn", "fashion-mnist", 0.4, 2, "exp3").cell_id == "cnn-fashion-mnist-p0.4-s2-exp3"
 
 
+def test_also_blocks_add_their_cells_once_with_the_rest_from_sweep(tmp_path):
+    grid = GRID.replace(
+        "[train]",
+        '[[sweep.also]]\nregularization = ["none", "dropout=0.5"]\nseeds = [1]\n'
+        'experiments = ["exp1"]\n[[sweep.also]]\np = [0.4]\n[train]',
+    )
+    spec = load_sweep(_write(tmp_path, grid))
+    ids = [cell.cell_id for cell in spec.cells()]
+    assert ids[:8] == [cell.cell_id for cell in spec.blocks()[0].cells()]
+    assert ids[8:] == [
+        "mlp-digits-p0-s1-dropout=0.5-exp1",  # the block's unregularised cells are the main's
+        "mlp-digits-p0.2-s1-dropout=0.5-exp1",
+        "mlp-digits-p0.4-s0-exp1",  # seeds and experiments from [sweep]
+        "mlp-digits-p0.4-s0-exp2",
+        "mlp-digits-p0.4-s1-exp1",
+        "mlp-digits-p0.4-s1-exp2",
+    ]
+    runner = FakeRunner()
+    run_sweep(spec, run_cell=runner, progress=False)
+    assert runner.calls == ids
+
+
+@pytest.mark.parametrize(
+    "block, match",
+    [
+        ('[[sweep.also]]\nout = "x"\n', r"sweep\.also\[1\]\.out: not a grid axis"),
+        ("[[sweep.also]]\np = [1.5]\n", r"sweep\.also\[1\]\.p: must be numbers in \[0, 1\]"),
+        (
+            '[[sweep.also]]\nexperiments = ["exp1"]\n[[sweep.also]]\nrandomize = ["nope"]\n',
+            r"sweep\.also\[2\]\.randomize: unknown mode",
+        ),
+        ('[[sweep.also]]\nregularization = ["dropout=2"]\n', r"sweep\.also\[1\]\.regularization"),
+        ("[sweep.also]\np = [0.4]\n", r"sweep\.also: must be \[\[sweep\.also\]\] tables"),
+    ],
+)
+def test_also_block_errors_name_the_block_and_key(tmp_path, block, match):
+    path = _write(tmp_path, GRID.replace("[train]", block + "[train]"))
+    with pytest.raises(ValueError, match=match) as info:
+        load_sweep(path)
+    assert str(path) in str(info.value)
+
+
 def test_defaults_and_single_values(tmp_path):
     spec = load_sweep(
         _write(tmp_path, '[sweep]\nout = "o"\nmodels = "mlp"\ndatasets = ["digits"]\np = 0.4\n')
@@ -380,5 +422,8 @@ def test_every_shipped_grid_loads():
     assert len(grids) >= 6
     for grid in grids:
         assert load_sweep(grid).cells(), grid
-    zhang = load_sweep(Path(sweeps.__file__).parent / "grids" / "zhang-digits.toml")
-    assert len(zhang.cells()) == 9 * 3 * 5  # 9 settings, 3 seeds, 5 experiments
+    default = load_sweep(Path(sweeps.__file__).parent / "grids" / "zhang-arpit-digits.toml")
+    # Zhang's block: 9 settings, 3 seeds, 5 experiments; Arpit's regularisers: 5 settings,
+    # 3 regularisers, 2 seeds, 2 experiments (the unregularised ones are Zhang's cells).
+    assert len(default.cells()) == 9 * 3 * 5 + 5 * 3 * 2 * 2
+    assert len({cell.run_id for cell in default.cells()}) == 9 * 3 + 5 * 3 * 2

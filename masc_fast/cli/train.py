@@ -98,6 +98,18 @@ def register(commands) -> argparse.ArgumentParser:
         help="training examples they measure (the first N; default 1000)",
     )
     parser.add_argument(
+        "--regularization",
+        default="none",
+        help="Arpit et al.'s regularisers, '+'-joined: dropout=P (MLPs), input_noise=S, "
+        "weight_decay=W; e.g. 'dropout=0.5+weight_decay=0.0005' (default none)",
+    )
+    parser.add_argument(
+        "--train-examples",
+        type=int,
+        help="train on the first N training examples only (the same for every seed; the "
+        "test split stays whole)",
+    )
+    parser.add_argument(
         "--csr-radius",
         type=float,
         default=0.1,
@@ -112,6 +124,9 @@ def register(commands) -> argparse.ArgumentParser:
     parser.add_argument("--max-epochs", type=int, help="epoch cap (recipe: 500)")
     parser.add_argument("--lr", type=float, help="learning rate (recipe's by default)")
     parser.add_argument("--momentum", type=float, help="SGD momentum (recipe: 0.9)")
+    parser.add_argument(
+        "--lr-decay", type=float, help="learning rate factor per epoch (recipe's by default)"
+    )
     parser.add_argument("--batch-size", type=int, help="training batch size")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer")
     parser.add_argument(
@@ -155,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         lr=args.lr,
         momentum=args.momentum,
+        lr_decay=args.lr_decay,
         batch_size=args.batch_size,
         target_accuracy=args.target_accuracy,
         max_epochs=args.max_epochs,
@@ -167,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         memorization=args.memorization,
         memorization_examples=args.memorization_examples,
         csr_radius=args.csr_radius,
+        regularization=args.regularization,
+        train_examples=args.train_examples,
     )
     with FolderLock(args.out, "masc-fast train", wait=args.wait):
         summary = train_run(config, args.out, resume=args.resume, progress=not args.no_progress)

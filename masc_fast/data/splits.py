@@ -103,6 +103,17 @@ class LabelledSplit:
             f"data={self.data.dtype}{tuple(self.data.shape)})"
         )
 
+    def head(self, n: int) -> LabelledSplit:
+        """The first ``n`` samples (dataset order) as a split of their own: a smaller training
+        set that is the same for every seed (``RunConfig.train_examples``)."""
+        from dataclasses import replace
+
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self):
+            raise ValueError(
+                f"{self.name} {self.split}: head needs 1 <= n <= {len(self)}, got {n!r}"
+            )
+        return replace(self, data=self.data[:n], labels=self.labels[:n])
+
     def inputs(self, index: torch.Tensor | slice) -> torch.Tensor:
         """Model inputs for the samples at ``index``, preprocessed as the authors did.
 

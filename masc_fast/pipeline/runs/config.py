@@ -12,7 +12,15 @@ __all__ = ["NOISE_RECIPES", "REGULARIZERS", "RunConfig", "RunSummary", "parse_re
 
 #: Label-noise recipes of :func:`masc_fast.data.corruption.noisy_labels`.
 NOISE_RECIPES = ("seeded", "paper")
-_RECIPE_FIELDS = ("optimizer", "lr", "momentum", "batch_size", "target_accuracy", "max_epochs")
+_RECIPE_FIELDS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "batch_size",
+    "target_accuracy",
+    "max_epochs",
+    "lr_decay",
+)
 #: Regularisers a run may add (Arpit et al.'s), with the range of their strength.
 REGULARIZERS = {
     "dropout": "in (0, 1)",
@@ -59,6 +67,8 @@ _RECENT_DEFAULTS = {
     "memorization": False,
     "memorization_examples": 1000,
     "csr_radius": 0.1,
+    "train_examples": None,
+    "lr_decay": None,
 }
 # Enough to train a combination without a row in RECIPES (momentum defaults to 0.9 for SGD).
 _REQUIRED_WITHOUT_RECIPE = ("optimizer", "lr", "batch_size", "target_accuracy", "max_epochs")
@@ -102,7 +112,7 @@ class RunConfig:
         (p = 1, seeded), and the input modes ``"shuffled-pixels"``, ``"random-pixels"``,
         ``"gaussian"`` (p = 0; the inputs are randomized from ``seed``, the same way whenever
         the run is trained, resumed or probed).
-    optimizer, lr, momentum, batch_size, target_accuracy, max_epochs : optional
+    optimizer, lr, momentum, batch_size, target_accuracy, max_epochs, lr_decay : optional
         Overrides of :func:`masc_fast.pipeline.runs.recipes.training_recipe`'s values; ``None`` keeps the
         recipe's. ``target_accuracy`` is a fraction (0.999, not 99.9).
     checkpoint_every : int, default 10
@@ -124,6 +134,11 @@ class RunConfig:
         ℓ∞ radius ``csr_radius`` (in the model's input units).
     memorization_examples : int, default 1000
     csr_radius : float, default 0.1
+    train_examples : int, optional
+        Train on the first this many training examples only (dataset order, so the same
+        examples for every seed and randomization: Arpit's per-example learnability compares
+        runs example by example); the test split stays whole. A CPU-sized version of a large
+        dataset. ``None``: all of them.
     compile : bool, default False
         Train through ``torch.compile``.
     amp : bool, default False
@@ -166,6 +181,8 @@ class RunConfig:
     memorization: bool = False
     memorization_examples: int = 1000
     csr_radius: float = 0.1
+    train_examples: int | None = None
+    lr_decay: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("model", "dataset"):
@@ -199,6 +216,13 @@ class RunConfig:
             raise ValueError(
                 f"memorization_examples must be a whole number >= 1, got "
                 f"{self.memorization_examples!r}"
+            )
+        examples = self.train_examples
+        if examples is not None and (
+            isinstance(examples, bool) or not isinstance(examples, numbers.Integral) or examples < 1
+        ):
+            raise ValueError(
+                f"train_examples must be a whole number >= 1 or None, got {examples!r}"
             )
         radius = self.csr_radius
         if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not radius > 0:

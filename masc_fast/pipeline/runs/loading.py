@@ -55,11 +55,20 @@ class LoadedRun(NamedTuple):
 
 
 def run_inputs(config, train, test):
-    """The run's ``(train, test)`` splits as its model sees them: with ``config.randomize``'s
-    input randomization applied from ``config.seed`` (:func:`masc_fast.data.randomization.randomize_split`),
-    so training, resuming and probing a run all read the same inputs."""
+    """The run's ``(train, test)`` splits as its model sees them: the first
+    ``config.train_examples`` training examples when it is set, then ``config.randomize``'s
+    input randomization applied from ``config.seed``
+    (:func:`masc_fast.data.randomization.randomize_split`), so training, resuming and probing a
+    run all read the same inputs."""
     from masc_fast.data.randomization import randomize_split
 
+    if config.train_examples is not None:
+        if config.train_examples > len(train):
+            raise ValueError(
+                f"train_examples={config.train_examples} but dataset {config.dataset!r} has "
+                f"{len(train)} training examples"
+            )
+        train = train.head(int(config.train_examples))
     if config.randomize == "none":
         return train, test
     return (

@@ -13,6 +13,10 @@ The format::
     regularization = ["none", "dropout=0.5"]  # Arpit's regularisers; default ["none"]
     format = "csv"              # or "parquet" (needs pyarrow); default "csv"
 
+    [[sweep.also]]              # optional, repeatable: more cells in the same grid; axes it
+    randomize = ["partial"]     # does not name come from [sweep] (out, format never change)
+    regularization = ["dropout=0.5"]
+
     [train]                     # optional RunConfig overrides (masc_fast.pipeline.runs.config)
     max_epochs = 20
 
@@ -26,6 +30,11 @@ modes p = 0, whatever the list holds. So ``randomize = ["true", "partial", "rand
 "shuffled-pixels", "random-pixels", "gaussian"]`` with ``p = [0.2, 0.4, ...]`` is Zhang et al.'s
 Figure 1 grid. Cells and runs of a mode other than ``"none"`` carry it in their ids
 (``mlp-digits-gaussian-p0-s0-exp1``).
+
+A ``[[sweep.also]]`` block adds the cells of its own grid (its axes, the rest taken from
+``[sweep]``) to the sweep: one file, one folder, one report, for studies whose axes do not
+cross (Zhang's randomizations and Arpit's regularisers). A cell two blocks both name runs once;
+runs are shared by every cell that needs them, across blocks.
 
 :func:`load_sweep` turns it into a :class:`SweepSpec` whose :meth:`~SweepSpec.cells` are the
 grid's :class:`Cell` s, or refuses it with a message naming the file and the key;
@@ -50,7 +59,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-__all__ = ["Cell", "SweepSpec", "load_sweep", "mode_probabilities"]
+__all__ = ["Cell", "GridBlock", "SweepSpec", "load_sweep", "mode_probabilities"]
 
 
 _SECTIONS = ("sweep", "train", "probe")
@@ -64,7 +73,10 @@ _SWEEP_KEYS = (
     "randomize",
     "regularization",
     "format",
+    "also",
 )
+# The keys a [[sweep.also]] block may set: the grid's axes.
+_AXIS_KEYS = ("models", "datasets", "p", "seeds", "experiments", "randomize", "regularization")
 _REQUIRED = ("out", "models", "datasets", "p")
 _FORMATS = ("csv", "parquet")
 # The grid's own axes: a [train] table may not set them.
@@ -134,6 +146,8 @@ class SweepSpec:
         Format of the rebuilt table.
     source : pathlib.Path or None
         The file it was read from.
+    also : tuple of GridBlock
+        The ``[[sweep.also]]`` blocks (their missing axes filled from ``[sweep]``).
     """
 
     out: Path
@@ -148,6 +162,7 @@ class SweepSpec:
     probe: dict = field(default_factory=dict)
     format: str = "csv"
     source: Path | None = None
+    also: tuple[GridBlock, ...] = ()
 
     @property
     def runs_dir(self) -> Path:
@@ -159,9 +174,43 @@ class SweepSpec:
         """Where the cell files and the table live: ``out/results``."""
         return self.out / "results"
 
+    def blocks(self) -> tuple[GridBlock, ...]:
+        """The grid's blocks: ``[sweep]``'s axes, then each ``[[sweep.also]]``."""
+        main = GridBlock(
+            self.models,
+            self.datasets,
+            self.p,
+            self.seeds,
+            self.experiments,
+            self.randomize,
+            self.regularization,
+        )
+        return (main, *self.also)
+
     def cells(self) -> list[Cell]:
-        """The grid in a stable order: models, then datasets, randomizations, p, seeds,
-        regularizations, experiments."""
+        """Every block's cells in a stable order (a cell named twice, once)."""
+        cells: dict[str, Cell] = {}
+        for block in self.blocks():
+            for cell in block.cells():
+                cells.setdefault(cell.cell_id, cell)
+        return list(cells.values())
+
+
+@dataclass(frozen=True)
+class GridBlock:
+    """One block of a grid: the axes whose product are its cells."""
+
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    p: tuple[float, ...]
+    seeds: tuple[int, ...]
+    experiments: tuple[str, ...]
+    randomize: tuple[str, ...]
+    regularization: tuple[str, ...]
+
+    def cells(self) -> list[Cell]:
+        """The block's cells in a stable order: models, then datasets, randomizations, p,
+        seeds, regularizations, experiments."""
         return [
             Cell(model, dataset, p, seed, experiment, mode, regularization)
             for model in self.models
@@ -242,30 +291,30 @@ def _experiments(value, key: str, where: _Where) -> tuple[str, ...]:
     return names
 
 
-def _modes(value, p, where: _Where) -> tuple[str, ...]:
+def _modes(value, p, where: _Where, key: str = "sweep.randomize") -> tuple[str, ...]:
     from masc_fast.data.randomization import RANDOMIZATIONS
 
-    names = _names(value, "sweep.randomize", where)
+    names = _names(value, key, where)
     unknown = [name for name in names if name != "none" and name not in RANDOMIZATIONS]
     if unknown:
         raise where.error(
-            "sweep.randomize", f"unknown mode(s) {unknown}; expected some of none, {RANDOMIZATIONS}"
+            key, f"unknown mode(s) {unknown}; expected some of none, {RANDOMIZATIONS}"
         )
-    if "partial" in names and not any(value > 0 for value in _as_list(p, "sweep.p", where)):
-        raise where.error("sweep.randomize", "'partial' needs some p above 0 in sweep.p")
+    if "partial" in names and not any(value > 0 for value in _as_list(p, "p", where)):
+        raise where.error(key, "'partial' needs some p above 0 in p")
     return names
 
 
-def _regularizations(value, where: _Where) -> tuple[str, ...]:
+def _regularizations(value, where: _Where, key: str = "sweep.regularization") -> tuple[str, ...]:
     from masc_fast.pipeline.runs.config import parse_regularization
 
-    names = _as_list(value, "sweep.regularization", where)
+    names = _as_list(value, key, where)
     for name in names:
         try:
             parse_regularization(name)
         except (TypeError, ValueError) as error:
-            raise where.error("sweep.regularization", str(error)) from error
-    return _unique(names, "sweep.regularization", where)
+            raise where.error(key, str(error)) from error
+    return _unique(names, key, where)
 
 
 def _options(table, section: str, where: _Where, fields: Mapping[str, object]) -> dict:
@@ -374,15 +423,10 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     fmt = sweep.get("format", "csv")
     if fmt not in _FORMATS:
         raise where.error("sweep.format", f"must be one of {list(_FORMATS)}, got {fmt!r}")
+    main = _block(sweep, sweep, "sweep", where)
     spec = SweepSpec(
         out=(path.parent / out).resolve() if not Path(out).is_absolute() else Path(out),
-        models=_names(sweep["models"], "sweep.models", where),
-        datasets=_names(sweep["datasets"], "sweep.datasets", where),
-        p=_probabilities(sweep["p"], "sweep.p", where),
-        seeds=_seeds(sweep.get("seeds", [0]), "sweep.seeds", where),
-        experiments=_experiments(sweep.get("experiments", ["exp1"]), "sweep.experiments", where),
-        randomize=_modes(sweep.get("randomize", ["none"]), sweep["p"], where),
-        regularization=_regularizations(sweep.get("regularization", ["none"]), where),
+        **dataclasses.asdict(main),
         train=_options(
             document.get("train", {}),
             "train",
@@ -397,13 +441,53 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         ),
         format=fmt,
         source=path,
+        also=_also_blocks(sweep, where),
     )
-    ids = [cell.cell_id for cell in spec.cells()]
-    if len(set(ids)) != len(ids):
-        clash = sorted({cell_id for cell_id in ids if ids.count(cell_id) > 1})
-        raise where.error("sweep.p", f"values too close to tell apart in cell ids: {clash[:3]}")
     _check_cells(spec, where)
     return spec
+
+
+def _block(table: dict, sweep: dict, name: str, where: _Where) -> GridBlock:
+    """A block's axes: ``table``'s, the missing ones from ``sweep`` (``[sweep]``'s defaults
+    after that); two cells of one block may not share an id."""
+
+    def axis(key, default):
+        return table.get(key, sweep.get(key, default))
+
+    p = axis("p", None)
+    block = GridBlock(
+        models=_names(axis("models", None), f"{name}.models", where),
+        datasets=_names(axis("datasets", None), f"{name}.datasets", where),
+        p=_probabilities(p, f"{name}.p", where),
+        seeds=_seeds(axis("seeds", [0]), f"{name}.seeds", where),
+        experiments=_experiments(axis("experiments", ["exp1"]), f"{name}.experiments", where),
+        randomize=_modes(axis("randomize", ["none"]), p, where, f"{name}.randomize"),
+        regularization=_regularizations(
+            axis("regularization", ["none"]), where, f"{name}.regularization"
+        ),
+    )
+    ids = [cell.cell_id for cell in block.cells()]
+    if len(set(ids)) != len(ids):
+        clash = sorted({cell_id for cell_id in ids if ids.count(cell_id) > 1})
+        raise where.error(f"{name}.p", f"values too close to tell apart in cell ids: {clash[:3]}")
+    return block
+
+
+def _also_blocks(sweep: dict, where: _Where) -> tuple[GridBlock, ...]:
+    """The ``[[sweep.also]]`` blocks, each checked like ``[sweep]``."""
+    tables = sweep.get("also", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise where.error("sweep.also", "must be [[sweep.also]] tables")
+    blocks = []
+    for number, table in enumerate(tables, start=1):
+        name = f"sweep.also[{number}]"
+        for key in table:
+            if key not in _AXIS_KEYS:
+                raise where.error(
+                    f"{name}.{key}", f"not a grid axis; a block sets some of {list(_AXIS_KEYS)}"
+                )
+        blocks.append(_block(table, sweep, name, where))
+    return tuple(blocks)
 
 
 def _check_cells(spec: SweepSpec, where: _Where) -> None:
