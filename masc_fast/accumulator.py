@@ -350,6 +350,40 @@ class GramAccumulator:
         self.batches += other.batches
         return self
 
+    def reduce_across(self, group) -> GramAccumulator:
+        """Sum this accumulator over the ranks of a process group, in place; returns self.
+
+        ``group`` is a :class:`masc_fast.probing.distributed.RankGroup`. Afterwards every rank
+        holds the accumulator of every rank's rows: the counts and the (K, d, d) Grams summed
+        in this accumulator's dtype (an all-reduce of K·d² values), and the rows of the
+        classes with fewer than d rows over all ranks gathered (they stay Gram-trick
+        classes, as in one process)."""
+        self.flush()
+        counts = group.sum(self._counts.clone(), f"{where(self.layer)}row counts")
+        small = [
+            label
+            for label in range(self.num_classes)
+            if int(counts[label]) < self.dim and self._small[label] is not None
+        ]
+        for label in range(self.num_classes):  # the others: their rows go into their Grams
+            if label not in small and self._small[label] is not None:
+                rows = self._small_rows(label)
+                if rows is not None:
+                    self._ops.gram_update(
+                        self._gram, rows, torch.full((len(rows),), label, device=rows.device)
+                    )
+                self._small[label] = None
+        group.sum(self._gram, f"{where(self.layer)}class Grams")
+        mine = {
+            label: rows.cpu() for label in small if (rows := self._small_rows(label)) is not None
+        }
+        gathered = group.gather(mine, f"{where(self.layer)}small classes' rows")
+        for label in small:
+            parts = [part[label].to(self.device) for part in gathered if label in part]
+            self._small[label] = parts
+        self._counts = counts
+        return self
+
     def fit(
         self,
         variance: float = 0.99,
@@ -376,18 +410,46 @@ class GramAccumulator:
         Classes without rows, or whose rows are all zero, are left out with a warning.
         """
         variance = check_variance(variance)
+        eigens = self.fit_eigens(
+            variance, method=method, tol=tol, batched=batched, thresholds=thresholds
+        )
+        return self.subspaces(eigens, variance)
+
+    def subspaces(self, eigens: list[ClassEigen | None], variance: float) -> ClassSubspaces:
+        """The :class:`ClassSubspaces` of per-class eigenpairs from :meth:`fit_eigens`."""
+        return ClassSubspaces(
+            eigens, dim=self.dim, variance=variance, counts=self._counts.clone(), layer=self.layer
+        )
+
+    def fit_eigens(
+        self,
+        variance: float,
+        *,
+        method: str = "auto",
+        tol: float = 1e-7,
+        batched: bool | None = None,
+        thresholds: tuple[float, ...] = (),
+        labels=None,
+    ) -> list[ClassEigen | None]:
+        """The per-class eigenpairs :meth:`fit` keeps (``None`` for a class left out), for
+        the classes in ``labels`` only (``None``: all; the others ``None``, unwarned): a
+        distributed probe solves each class on one rank."""
         self.flush()
         self._check_finite()
         if batched is None:
             batched = self.device.type == "cuda"
-        usable = []  # rows per class, 0 for the classes left out
+        wanted = set(range(self.num_classes) if labels is None else labels)
+        usable = []  # rows per class, 0 for the classes left out or not wanted
         counts = self._counts.tolist()
         for label in range(self.num_classes):
             count = counts[label]
+            if label not in wanted:
+                usable.append(0)
+                continue
             kept = self._small_rows(label)
             nonzero = kept.any() if kept is not None else torch.diagonal(self._gram[label]).any()
             if count == 0 or not bool(nonzero):
-                warn_absent_class(self.layer, label, count, stacklevel=3)
+                warn_absent_class(self.layer, label, count, stacklevel=4)
                 count = 0
             usable.append(count)
         small = {
@@ -415,10 +477,8 @@ class GramAccumulator:
                     self.layer,
                     label,
                     counts[label],
-                    stacklevel=3,
+                    stacklevel=4,
                     reason=f"has {counts[label]} rows but its Gram has no positive eigenvalue",
                 )
                 eigens[label] = None
-        return ClassSubspaces(
-            eigens, dim=self.dim, variance=variance, counts=self._counts.clone(), layer=self.layer
-        )
+        return eigens

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -29,10 +30,17 @@ from masc_fast._validation import check_precision, check_variance
 from masc_fast.activations import ActivationTap, model_device, resolve_layers
 from masc_fast.backends import select_backend
 from masc_fast.probing.activation_store import STORE_DTYPES
+from masc_fast.probing.distributed import (
+    merge_counters,
+    merge_sums,
+    on_rank,
+    rank_folder,
+    resolve_group,
+)
 from masc_fast.probing.fit_checkpoint import FitCheckpoint
 from masc_fast.probing.fit_pass import FitOptions, FitPass
 from masc_fast.probing.phases import PhaseClock
-from masc_fast.probing.score_pass import ScorePass
+from masc_fast.probing.score_pass import EmptySplitWarning, ScorePass
 from masc_fast.probing.strategy import default_memory_budget, parse_bytes
 from masc_fast.probing.threshold_scoring import check_thresholds, fit_variance
 from masc_fast.results import ProbeResult
@@ -103,6 +111,7 @@ def probe(
     resume: bool = False,
     keep_activations: bool = False,
     checkpoint_seconds: float = 60.0,
+    distributed: bool | str = "auto",
 ) -> ProbeResult:
     """Fit MASC subspaces at every probed layer of ``model`` and score them on every split.
 
@@ -164,6 +173,14 @@ def probe(
         Keep the shards and checkpoint after a successful probe (else they are removed).
     checkpoint_seconds : float, default 60
         Least time between two checkpoints of the fit pass (with ``activation_dir``).
+    distributed : {"auto", True, False}
+        Probe across the ranks of the default ``torch.distributed`` process group
+        (:mod:`masc_fast.probing.distributed`): each rank's loaders yield that rank's own
+        disjoint rows (uneven shards allowed, nothing padded or repeated), the fit state and
+        counts are summed over the ranks, and every rank returns the same result, that of one
+        process over all the rows. ``"auto"`` does so when a group of more than one rank is
+        initialised; ``False`` probes locally inside a group. Each rank keeps its shards and
+        checkpoints in ``activation_dir/rank-<r>-of-<n>``; progress bars show on rank 0.
 
     Returns
     -------
@@ -210,8 +227,14 @@ def probe(
         raise TypeError(f"store_dtype must be torch.float32 or torch.float16, got {store_dtype}")
     device = torch.device(device) if device is not None else model_device(model)
     select_backend(backend, device)  # an explicit backend that cannot run fails here, early
+    group = resolve_group(distributed)
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
     budget = budget or default_memory_budget(device)
+    if group is not None:  # one plan on every rank: the smallest budget
+        budget = group.minimum(budget, "agreeing on the memory budget")
+        progress = progress and group.rank == 0
+        if activation_dir is not None:
+            activation_dir = rank_folder(activation_dir, group)
     store_dir, checkpoint = _store(activation_dir, resume)
     selected = resolve_layers(model, layers)
     was_training = model.training
@@ -234,11 +257,12 @@ def probe(
         resume=resume,
         checkpoint_seconds=checkpoint_seconds,
         total_rows=announced_rows(train_loader),
+        group=group,
     )
     succeeded = False
     started = time.perf_counter()
     try:
-        with tap.attached(), PhaseClock(device) as clock:
+        with tap.attached(), PhaseClock(device) as clock, on_rank(group):
             fit = FitPass(tap, options, clock).run(train_loader)
             fitted = time.perf_counter()
             scoring = ScorePass(
@@ -250,7 +274,12 @@ def probe(
                 device=device,
             )
             splits = {"train": train_loader, **dict(eval_loaders or {})}
-            scored = scoring.run(splits, fit.model_counter, clock, progress=progress)
+            scored = scoring.run(
+                splits, fit.model_counter, clock, progress=progress, warn_empty=group is None
+            )
+        model_counter = fit.model_counter
+        if group is not None:
+            scored, model_counter = _sum_over_ranks(group, scored, model_counter, splits)
         succeeded = True
     finally:
         model.train(was_training)
@@ -262,7 +291,7 @@ def probe(
         subspaces=fit.subspaces,
         score_counter=scored.counter,
         zero_rows=scored.zero_rows,
-        model_counter=fit.model_counter,
+        model_counter=model_counter,
         backend=_backends_that_ran(fit.backends, scored.backends),
         variance=variance,
         thresholds=thresholds if thresholds is not None else (variance,),
@@ -275,6 +304,25 @@ def probe(
         phases=clock.table(),
         activation_dir=str(store_dir) if keep_activations else None,
     )
+
+
+def _sum_over_ranks(group, scored, model_counter, splits):
+    """The scoring counts, all-zero rows and model accuracies of every rank, summed; a split
+    no rank had rows of is warned about once (rank 0)."""
+    from dataclasses import replace
+
+    counter = merge_counters(group, scored.counter, "summing the scoring counts")
+    zero_rows = merge_sums(group, scored.zero_rows, "summing the all-zero rows")
+    model_counter = merge_counters(group, model_counter, "summing the model's accuracies")
+    scored_splits = {key[2] for key in counter.total}
+    for split in splits:
+        if split not in scored_splits and group.rank == 0:
+            warnings.warn(
+                f"probe: split {split!r} yielded no rows on any rank; the table has no rows for it",
+                EmptySplitWarning,
+                stacklevel=3,
+            )
+    return replace(scored, counter=counter, zero_rows=zero_rows), model_counter
 
 
 def _store(activation_dir, resume: bool) -> tuple[Path, FitCheckpoint | None]:

@@ -212,3 +212,31 @@ def test_bad_split_and_epoch_are_rejected():
         loader.set_epoch(-2)
     with pytest.raises(TypeError, match="epoch must be an integer"):
         loader.set_epoch(1.0)
+
+
+def test_rank_parts_split_every_batch_and_cover_the_split_once():
+    """Ranks get contiguous parts of one process's batches (sizes differing by at most one),
+    disjoint, covering every sample once; an empty part of a short last batch is skipped."""
+    from masc_fast.data import load_dataset
+
+    train, _ = load_dataset("digits", progress=False)  # 1 347 samples: last batch of 3 rows
+    whole = BatchLoader(train, batch_size=32, shuffle=True, seed=5)
+    whole.set_epoch(2)
+    expected = torch.cat([x for x, _ in whole])
+    parts = []
+    for rank in range(4):
+        loader = BatchLoader(train, batch_size=32, shuffle=True, seed=5, rank=rank, world_size=4)
+        loader.set_epoch(2)
+        assert loader.global_rows() == whole.global_rows() == [32] * 42 + [3]
+        batches = [x for x, _ in loader]
+        assert [len(x) for x in batches[:42]] == [8] * 42
+        assert len(batches) == (43 if rank < 3 else 42)  # rank 3 has no row of the last batch
+        parts.append(batches)
+    rebuilt = torch.cat(
+        [torch.cat([part[i] for part in parts if i < len(part)]) for i in range(43)]
+    )
+    assert torch.equal(rebuilt, expected)
+    with pytest.raises(ValueError, match="rank 2 of 2"):
+        BatchLoader(train, batch_size=32, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="batch_size 2 is smaller than world_size 4"):
+        BatchLoader(train, batch_size=2, rank=0, world_size=4)

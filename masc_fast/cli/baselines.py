@@ -44,16 +44,20 @@ def register(commands) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the probes, write the rows atomically, print test accuracy per layer and probe."""
     from masc_fast.pipeline.experiments.baselines import run_baselines
+    from masc_fast.pipeline.ranks import is_main, on_main
 
-    rows = run_baselines(
-        args.run_dir,
-        probes=args.probes,
-        layers=args.layers,
-        device=args.device,
-        work_dir=args.work_dir,
-        progress=not args.no_progress,
-        batch_size=args.batch_size,
-        bn_train_mode=args.bn_train_mode,
+    rows = on_main(  # under torchrun: scikit-learn fits on rank 0, the others wait
+        lambda: run_baselines(
+            args.run_dir,
+            probes=args.probes,
+            layers=args.layers,
+            device=args.device,
+            work_dir=args.work_dir,
+            progress=not args.no_progress,
+            batch_size=args.batch_size,
+            bn_train_mode=args.bn_train_mode,
+        ),
+        "the baselines on rank 0",
     )
     accuracy = rows[rows["metric"] == "accuracy"]
     table = accuracy.pivot_table(
@@ -63,5 +67,6 @@ def run(args: argparse.Namespace) -> int:
     failed = accuracy[accuracy["error"] != ""]
     if len(failed):
         print(f"\n{len(failed)} probe fits failed (NaN above); the 'error' column says why")
-    options.write_rows(rows, args.out or args.run_dir / "baselines.csv")
+    if is_main():
+        options.write_rows(rows, args.out or args.run_dir / "baselines.csv")
     return 0

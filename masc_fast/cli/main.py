@@ -18,6 +18,7 @@ from masc_fast.cli import (
     baselines,
     demo,
     env,
+    launch,
     probe,
     report,
     retrain,
@@ -39,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         description="MASC probes of deep networks and the paper's experiments around them.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others before it stops with an "
+        "error (default 600)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(commands)
@@ -49,11 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     from masc_fast.pipeline.folder_lock import FolderBusyError
 
+    joined = launch.join_group(args.command, getattr(args, "device", None), args.dist_timeout)
     try:
-        return args.run(args)
+        with launch.quiet_unless_main():
+            return args.run(args)
     except FolderBusyError as error:  # another command writes the same folder
         print(f"error: {error}", file=sys.stderr)
         return 3
+    finally:
+        if joined:
+            launch.leave_group()
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
     from masc_fast.pipeline.folder_lock import FolderLock
+    from masc_fast.pipeline.ranks import is_main
 
     settings = ProbeSettings(
         variance=0.99 if args.variance is None else args.variance,
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         ]
     rows = pd.concat(frames, ignore_index=True)
     print(_best_layers(rows).to_string(index=False))
-    options.write_rows(rows, args.out or args.run_dir / "results.csv")
+    if is_main():  # under torchrun rank 0 writes
+        options.write_rows(rows, args.out or args.run_dir / "results.csv")
     return 0
 
 

@@ -120,6 +120,13 @@ class BatchLoader:
         Where batches are moved; ``None`` leaves them on the CPU.
     drop_last : bool, default False
         Drop the last batch when it is smaller than ``batch_size``.
+    rank, world_size : int, default 0 and 1
+        Yield only rank ``rank``'s part of each batch: the batches stay those of one process
+        (same order, same ``batch_size``), each split into ``world_size`` contiguous parts
+        whose sizes differ by at most one (``torch.tensor_split``); an empty part (a last
+        batch of fewer rows than ranks) is skipped. So the ranks' shards are disjoint, cover
+        the split, and a distributed step sees one process's batch
+        (:meth:`global_rows` gives its size). ``batch_size`` must be at least ``world_size``.
 
     Raises
     ------
@@ -155,6 +162,8 @@ class BatchLoader:
         seed: int = 0,
         device: torch.device | str | None = None,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not isinstance(split, LabelledSplit):
             raise TypeError(f"split must be a LabelledSplit, got {type(split).__name__}")
@@ -172,6 +181,15 @@ class BatchLoader:
         self.seed = _non_negative_int(seed, "seed")
         self.device = None if device is None else torch.device(device)
         self.drop_last = bool(drop_last)
+        self.world_size = _non_negative_int(world_size, "world_size")
+        self.rank = _non_negative_int(rank, "rank")
+        if self.world_size < 1 or self.rank >= self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
+        if self.batch_size < self.world_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} is smaller than world_size {self.world_size}: "
+                "every rank needs a part of every batch"
+            )
         self._epoch = 0
 
     @property
@@ -187,11 +205,30 @@ class BatchLoader:
         n = len(self.split)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def global_rows(self) -> list[int]:
+        """Rows of each batch over all ranks, in order (one process's batch sizes)."""
+        n = len(self.split)
+        return [
+            min(start + self.batch_size, n) - start
+            for start in range(0, len(self) * self.batch_size, self.batch_size)
+        ]
+
+    def _part(self, start: int, stop: int) -> tuple[int, int]:
+        """This rank's rows ``[start, stop)`` of the batch ``[start, stop)``."""
+        rows, ranks = stop - start, self.world_size
+        size, extra = divmod(rows, ranks)
+        first = start + self.rank * size + min(self.rank, extra)
+        return first, first + size + (self.rank < extra)
+
     def __iter__(self):
         n = len(self.split)
         order = epoch_order(n, self.seed, self._epoch) if self.shuffle else None
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, n)
+            if self.world_size > 1:
+                start, stop = self._part(start, stop)
+                if start == stop:
+                    continue
             index = slice(start, stop) if order is None else order[start:stop]
             x = self.split.inputs(index)
             # Labels at a slice are views: clone so a consumer cannot edit the loader's copy.
@@ -206,5 +243,6 @@ class BatchLoader:
         return (
             f"BatchLoader({self.split!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"seed={self.seed}, epoch={self._epoch}, device={self.device}, "
-            f"drop_last={self.drop_last}, true_labels={self.true_labels is not None})"
+            f"drop_last={self.drop_last}, true_labels={self.true_labels is not None}, "
+            f"rank={self.rank}, world_size={self.world_size})"
         )

@@ -62,6 +62,11 @@ class FolderLock:
         self.wait = float(wait)
 
     def __enter__(self) -> FolderLock:
+        from masc_fast.pipeline.ranks import is_main
+
+        self._held = is_main()  # under torchrun rank 0 is the writer and holds the lock
+        if not self._held:
+            return self
         if self.folder in _HELD:
             descriptor, depth = _HELD[self.folder]
             _HELD[self.folder] = (descriptor, depth + 1)
@@ -100,6 +105,8 @@ class FolderLock:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if not self._held:
+            return
         descriptor, depth = _HELD[self.folder]
         if depth > 1:
             _HELD[self.folder] = (descriptor, depth - 1)

@@ -26,6 +26,7 @@ from masc_fast._progress import progress_bar
 from masc_fast._validation import BatchChecks, as_tensor
 from masc_fast.accumulator import GramAccumulator
 from masc_fast.probing.batches import CORRUPTED, TRUE, Counter, labels_of, unpack
+from masc_fast.probing.distributed import share_eigens
 from masc_fast.probing.fit_checkpoint import FitCheckpoint, label_fingerprint
 from masc_fast.probing.phases import LayerTimer, PhaseClock
 from masc_fast.probing.stored_layer import StoredLayer
@@ -52,6 +53,7 @@ class FitOptions:
     resume: bool
     checkpoint_seconds: float
     total_rows: int | None = None  # rows the training loader announces, if it does
+    group: object = None  # a probing.distributed.RankGroup: this rank's rows of many
 
 
 @dataclass
@@ -212,7 +214,38 @@ class FitPass:
             self._stream(loader)
             self.complete = True
             self._save()
+        if opts.group is not None:  # checkpoints keep this rank's own rows, never the sums
+            self._reduce()
         return self._fit()
+
+    def _reduce(self) -> None:
+        """Sum the fit state over the ranks of a distributed probe (each streamed its own
+        shard): a rank without batches takes the others' layers; the layers, classes, label
+        sets and strategies must agree."""
+        group = self.options.group
+        mine = None
+        if self.label_sets is not None:
+            mine = (self.num_classes, list(self.label_sets), self.dims, self.strategies)
+        seen = group.gather(mine, "the layers each rank saw")
+        known = [(rank, what) for rank, what in enumerate(seen) if what is not None]
+        if not known:
+            raise ValueError("the training loaders of every rank yielded no batches")
+        first_rank, first = known[0]
+        for rank, what in known[1:]:
+            if what != first:
+                raise ValueError(
+                    f"rank {rank} saw (classes, label sets, layer widths, strategies) {what}, "
+                    f"rank {first_rank} saw {first}; every rank must probe the same model with "
+                    f"batches of the same fields"
+                )
+        if mine is None:
+            self.num_classes, self.label_sets = first[0], tuple(first[1])
+            self.dims = dict(first[2])
+            self._build()
+        for key in sorted(self.accumulators):
+            self.accumulators[key].reduce_across(group)
+        for layer in sorted(self.stored):
+            self.stored[layer].reduce_across(group)
 
     def _stream(self, loader) -> None:
         opts = self.options
@@ -245,7 +278,7 @@ class FitPass:
                     self._save()
         bar.close()
         self.checks.raise_pending()
-        if index < 0 and done == 0:
+        if index < 0 and done == 0 and opts.group is None:  # a rank may have none
             raise ValueError("the training loader yielded no batches")
         if index + 1 < done:
             raise ValueError(
@@ -299,6 +332,19 @@ class FitPass:
                         self.accumulators[(layer, name)].add_checked(act, labels)
         return n
 
+    def _fit_gram(self, accumulator: GramAccumulator, key):
+        """One streamed-Gram layer's subspaces; a distributed probe solves each class on its
+        owner rank and shares the bases."""
+        opts, group = self.options, self.options.group
+        fit = {"method": opts.eigensolver, "thresholds": opts.thresholds}
+        if group is None:
+            return accumulator.fit(opts.variance, **fit)
+        owned = [label for label in range(self.num_classes) if group.owner(label) == group.rank]
+        eigens = accumulator.fit_eigens(opts.variance, labels=owned, **fit)
+        what = f"layer {key[0]!r} ({key[1]} labels): sharing the bases"
+        shared = share_eigens(group, eigens, owned, opts.device, what)
+        return accumulator.subspaces(shared, opts.variance)
+
     def _fit(self) -> FitOutcome:
         opts = self.options
         subspaces = {}
@@ -309,16 +355,18 @@ class FitPass:
         with self.clock.phase("eigensolve"):
             for key in list(self.accumulators):
                 with timer.time(key):
-                    subspaces[key] = self.accumulators.pop(key).fit(
-                        opts.variance, method=opts.eigensolver, thresholds=opts.thresholds
-                    )
+                    subspaces[key] = self._fit_gram(self.accumulators.pop(key), key)
             for layer, stored in self.stored.items():
                 streamed = timer.seconds.pop(layer, 0.0)
                 for name in stored.label_sets:
                     timer.add((layer, name), streamed / len(stored.label_sets))
                     with timer.time((layer, name)):
                         subspaces[(layer, name)] = stored.fit(
-                            name, opts.variance, progress=opts.progress, device=opts.device
+                            name,
+                            opts.variance,
+                            progress=opts.progress,
+                            device=opts.device,
+                            group=opts.group,
                         )
         order = {layer: i for i, layer in enumerate(self.dims)}
         ordered = dict(sorted(subspaces.items(), key=lambda item: order[item[0][0]]))

@@ -63,8 +63,18 @@ class ScorePass:
             return {key: [(variance, fitted)] for key, fitted in self.subspaces.items()}
         return {key: list(scorer.subspaces_at.items()) for key, scorer in self.scorers.items()}
 
-    def run(self, splits: dict, model_counter: Counter, clock: PhaseClock, *, progress: bool):
-        """Score every split; the model's own test accuracy goes into ``model_counter``."""
+    def run(
+        self,
+        splits: dict,
+        model_counter: Counter,
+        clock: PhaseClock,
+        *,
+        progress: bool,
+        warn_empty: bool = True,
+    ):
+        """Score every split; the model's own test accuracy goes into ``model_counter``.
+        ``warn_empty``: warn about a split without rows (a distributed probe asks every
+        rank's total instead)."""
         outcome = ScoreOutcome(Counter(), {}, set(), self.timer.seconds)
         for split, loader in splits.items():
             bar = progress_bar(
@@ -79,7 +89,7 @@ class ScorePass:
                 raise type(error)(f"split {split!r}: {error}") from error
             finally:
                 bar.close()
-            if rows == 0:
+            if rows == 0 and warn_empty:
                 warnings.warn(
                     f"probe: split {split!r} yielded no rows; the table has no rows for it",
                     EmptySplitWarning,

@@ -32,7 +32,13 @@ from masc_fast.linalg.spectra import (
 from masc_fast.linalg.subspace_iteration import OVERSAMPLE, RitzRule, Step, subspace_iteration
 from masc_fast.probing.activation_store import LayerShards
 
-__all__ = ["STORED_METHODS", "StoredRows", "choose_stored_method", "fit_stored_class"]
+__all__ = [
+    "STORED_METHODS",
+    "GatheredRows",
+    "StoredRows",
+    "choose_stored_method",
+    "fit_stored_class",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +75,33 @@ def _gram_trick(shards, label_set, label, rows, *, variance, total, chunk_bytes,
     return ClassEigen(values[:rank_cap], basis, total, rank_cap, "gram_trick")
 
 
+class GatheredRows:
+    """One class's rows held in memory, read like :class:`LayerShards` (``dim``, ``count``,
+    ``read``): the rows a distributed probe's ranks sent to the class's owner for the Gram
+    trick."""
+
+    def __init__(self, rows: torch.Tensor, dim: int):
+        self.rows, self.dim = rows.to(torch.float32), dim
+
+    def count(self, label_set: str, label: int) -> int:
+        return int(self.rows.shape[0])
+
+    def read(self, label_set: str, label: int, *, columns=slice(None), device="cpu"):
+        return self.rows[:, columns].to(device)
+
+
 class StoredRows:
     """The operator ``v ↦ X_kᵀ (X_k v)`` over a class's stored rows (float32 products, float64
     sums), for :func:`~masc_fast.linalg.subspace_iteration.subspace_iteration`; counts its
-    passes over the rows. Random columns come from a CPU generator seeded by the class label."""
+    passes over the rows. Random columns come from a CPU generator seeded by the class label.
+    ``reduce``: sums each image over the ranks of a distributed probe (their rows together
+    are the class)."""
 
-    def __init__(self, shards: LayerShards, label_set: str, label: int, chunk_rows: int, device):
+    def __init__(
+        self, shards: LayerShards, label_set: str, label: int, chunk_rows: int, device, reduce=None
+    ):
         self.shards, self.label_set, self.label = shards, label_set, label
-        self.chunk_rows, self.device = chunk_rows, device
+        self.chunk_rows, self.device, self.reduce = chunk_rows, device, reduce
         self.shape = (shards.dim, shards.dim)
         self.passes = 0
         self.generator = torch.Generator().manual_seed(label)
@@ -90,7 +115,7 @@ class StoredRows:
         )
         for rows in chunks:
             image += (rows.T @ (rows @ single)).to(torch.float64)
-        return image
+        return image if self.reduce is None else self.reduce(image)
 
     def random_columns(self, count: int) -> torch.Tensor:
         dim = self.shape[0]
@@ -100,13 +125,12 @@ class StoredRows:
 
 
 def _randomized(
-    shards, label_set, label, rows, *, variance, total, chunk_bytes, tol, max_passes, device
+    shards, label_set, label, rows, *, variance, total, chunk_bytes, tol, max_passes, device, reduce
 ):
     dim = shards.dim
     rank_bound = min(rows, dim)
-    operator = StoredRows(
-        shards, label_set, label, chunk_rows=max(1, chunk_bytes // (4 * dim)), device=device
-    )
+    chunk_rows = max(1, chunk_bytes // (4 * dim))
+    operator = StoredRows(shards, label_set, label, chunk_rows, device, reduce=reduce)
     wanted = min(int(variance), rank_bound) if variance >= 1 else min(32, rank_bound)
     found = []
     # never give up (max_fraction 1): there is no exact solver to fall back to
@@ -147,17 +171,22 @@ def fit_stored_class(
     tol: float = 1e-5,
     max_passes: int = 40,
     device: torch.device | str = "cpu",
+    rows: int | None = None,
+    reduce=None,
 ) -> ClassEigen | None:
     """One class's eigenpairs from its stored rows, by ``method``; ``None`` when it has none.
 
     ``total`` is the class's exact energy from the streaming pass. ``chunk_bytes`` bounds the
     rows read at once; ``tol`` and ``max_passes`` bound the randomized iteration. The products
-    and the eigensolve run on ``device``; so does the returned basis.
+    and the eigensolve run on ``device``; so does the returned basis. In a distributed probe
+    ``rows`` and ``total`` are the class's over all ranks and ``reduce`` sums the randomized
+    operator's images over them (:class:`StoredRows`); ``shards`` then holds this rank's rows
+    (for ``gram_trick``, all of them: the owner's gathered rows).
     """
     device = torch.device(device)
     if method not in STORED_METHODS:
         raise ValueError(f"stored method must be one of {STORED_METHODS}, got {method!r}")
-    rows = shards.count(label_set, label)
+    rows = shards.count(label_set, label) if rows is None else rows
     if rows == 0 or total <= 0:
         return None
     if method == "gram_trick":
@@ -182,4 +211,5 @@ def fit_stored_class(
         tol=tol,
         max_passes=max_passes,
         device=device,
+        reduce=reduce,
     )

@@ -17,7 +17,7 @@ import torch
 from masc_fast._progress import progress_bar
 from masc_fast.accumulator import warn_absent_class
 from masc_fast.probing.activation_store import LayerShards
-from masc_fast.probing.stored_fit import choose_stored_method, fit_stored_class
+from masc_fast.probing.stored_fit import GatheredRows, choose_stored_method, fit_stored_class
 from masc_fast.subspace import ClassSubspaces
 
 __all__ = ["StoredLayer"]
@@ -58,6 +58,7 @@ class StoredLayer:
         )
         self.totals = {name: torch.zeros(num_classes, dtype=torch.float64) for name in label_sets}
         self.counts = {name: torch.zeros(num_classes, dtype=torch.int64) for name in label_sets}
+        self.local_counts = self.counts  # this rank's, once :meth:`reduce_across` summed them
 
     @property
     def label_sets(self) -> tuple[str, ...]:
@@ -88,6 +89,15 @@ class StoredLayer:
             self.totals[name] = tensors[f"totals/{name}"].clone()
             self.counts[name] = tensors[f"counts/{name}"].clone()
 
+    def reduce_across(self, group) -> None:
+        """Sum the exact energies and row counts over the ranks of a distributed probe
+        (:class:`~masc_fast.probing.distributed.RankGroup`); the shards stay on their rank."""
+        self.shards.flush()
+        for name in self.label_sets:
+            self.local_counts[name] = self.counts[name].clone()
+            group.sum(self.totals[name], f"layer {self.layer!r}: {name} class energies")
+            group.sum(self.counts[name], f"layer {self.layer!r}: {name} row counts")
+
     # ---- fit
     def class_method(self, rows: int) -> str:
         if self.method in ("gram_trick", "randomized"):
@@ -102,37 +112,85 @@ class StoredLayer:
         progress: bool = False,
         tol: float = 1e-5,
         device: torch.device | str = "cpu",
+        group=None,
     ) -> ClassSubspaces:
-        """Fit every class of ``label_set`` from its stored rows (absent classes warned)."""
+        """Fit every class of ``label_set`` from its stored rows (absent classes warned).
+
+        With a :class:`~masc_fast.probing.distributed.RankGroup` (after
+        :meth:`reduce_across`): every rank runs every randomized class in step, its operator
+        summed over the ranks; Gram-trick classes go to their owners a round of one class per
+        rank at a time (rows gathered there, solved in parallel); the solutions are shared."""
         self.shards.flush()
-        eigens = []
+        eigens: list = [None] * self.num_classes
         chunk_bytes = max(1 << 20, self.memory_budget // 8)
         counts = self.counts[label_set]
         bar = progress_bar(
-            range(self.num_classes),
+            total=self.num_classes,
             desc=f"probe: eigensolve {self.layer}/{label_set} ({self.method})",
             unit="class",
             disable=not progress,
         )
-        for label in bar:
+        fit = {"variance": variance, "chunk_bytes": chunk_bytes, "tol": tol, "device": device}
+        spread = []  # Gram-trick classes of a distributed probe, solved by their owners
+        for label in range(self.num_classes):
             rows, total = int(counts[label]), float(self.totals[label_set][label])
             if rows == 0 or total <= 0:
-                warn_absent_class(self.layer, label, rows, stacklevel=3)
-                eigens.append(None)
+                if group is None or group.owner(label) == group.rank:
+                    warn_absent_class(self.layer, label, rows, stacklevel=3)
+                bar.update(1)
                 continue
-            eigens.append(
-                fit_stored_class(
-                    self.shards,
-                    label_set,
-                    label,
-                    variance=variance,
-                    total=total,
-                    method=self.class_method(rows),
-                    chunk_bytes=chunk_bytes,
-                    tol=tol,
-                    device=device,
-                )
+            method = self.class_method(rows)
+            if group is not None and method == "gram_trick":
+                spread.append(label)
+                continue
+            reduce = None
+            if group is not None:
+                what = f"layer {self.layer!r} class {label}: randomized PCA"
+                reduce = lambda image, what=what: group.sum(image, what)  # noqa: E731
+            eigens[label] = fit_stored_class(
+                self.shards,
+                label_set,
+                label,
+                total=total,
+                method=method,
+                rows=rows,
+                reduce=reduce,
+                **fit,
             )
+            bar.update(1)
+        if spread:
+            eigens = self._fit_spread(label_set, spread, eigens, group, fit, bar)
+        bar.close()
         return ClassSubspaces(
             eigens, dim=self.dim, variance=variance, counts=counts.clone(), layer=self.layer
         )
+
+    def _fit_spread(self, label_set, labels, eigens, group, fit, bar) -> list:
+        """Gram-trick classes over the ranks: in rounds of one class per rank, each rank
+        sends its rows of the round's classes to their owners, which solve them; then every
+        rank gets every solution."""
+        from masc_fast.probing.distributed import share_eigens
+
+        owned = []
+        for start in range(0, len(labels), group.size):
+            mine = None
+            for owner, label in enumerate(labels[start : start + group.size]):
+                rows = self.shards.read(label_set, label, device="cpu")
+                what = f"layer {self.layer!r} class {label}: rows to rank {owner}"
+                gathered = group.gather_to(rows, owner, what)
+                if gathered is not None:
+                    mine = (label, torch.cat(gathered))
+            if mine is not None:
+                label, rows = mine
+                eigens[label] = fit_stored_class(
+                    GatheredRows(rows, self.dim),
+                    label_set,
+                    label,
+                    total=float(self.totals[label_set][label]),
+                    method="gram_trick",
+                    **fit,
+                )
+                owned.append(label)
+            bar.update(min(group.size, len(labels) - start))
+        what = f"layer {self.layer!r}: sharing the Gram-trick bases"
+        return share_eigens(group, eigens, owned, fit["device"], what)

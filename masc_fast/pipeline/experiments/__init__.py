@@ -33,27 +33,35 @@ __all__ = ["EXPERIMENTS", "ProbeSettings", "run_experiment"]
 
 def _baselines(run_dir: Path, experiment: str, *, p, settings: ProbeSettings) -> pd.DataFrame:
     from masc_fast.pipeline.experiments.baselines import run_baselines
+    from masc_fast.pipeline.ranks import on_main
 
-    return run_baselines(
-        run_dir,
-        device=settings.device,
-        progress=settings.progress,
-        bn_train_mode=settings.bn_train_mode,
+    return on_main(  # under torchrun: rank 0 fits them, the others get its rows
+        lambda: run_baselines(
+            run_dir,
+            device=settings.device,
+            progress=settings.progress,
+            bn_train_mode=settings.bn_train_mode,
+        ),
+        "the baselines on rank 0",
     )
 
 
 def _retrain(run_dir: Path, experiment: str, *, p, settings: ProbeSettings) -> pd.DataFrame:
     from masc_fast.pipeline.experiments.retrain import retrain_run
+    from masc_fast.pipeline.ranks import on_main
 
-    return retrain_run(
-        run_dir,
-        variants=(experiment,),
-        variance=settings.variance,
-        device=settings.device,
-        resume=(run_dir / "retrain").exists(),
-        progress=settings.progress,
-        backend=settings.backend,
-        memory_budget=settings.memory_budget,
+    return on_main(  # under torchrun: rank 0 retrains, the others get its rows
+        lambda: retrain_run(
+            run_dir,
+            variants=(experiment,),
+            variance=settings.variance,
+            device=settings.device,
+            resume=(run_dir / "retrain").exists(),
+            progress=settings.progress,
+            backend=settings.backend,
+            memory_budget=settings.memory_budget,
+        ),
+        "the retraining on rank 0",
     )
 
 

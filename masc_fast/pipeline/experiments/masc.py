@@ -110,7 +110,9 @@ def probe_run(
     """
     from masc_fast.data import BatchLoader
     from masc_fast.models.batchnorm import batchnorm_per_sample
+    from masc_fast.pipeline.ranks import current_group, probe_distributed, shard
     from masc_fast.probe import probe
+    from masc_fast.probing.distributed import rank_folder
     from masc_fast.probing.fit_checkpoint import FitCheckpoint
 
     settings = settings or ProbeSettings()
@@ -119,10 +121,19 @@ def probe_run(
         run_dir, checkpoint, device, progress=settings.progress
     )
     fit_labels = corrupted if labels is None else torch.as_tensor(labels)
+    part = shard()  # under torchrun: this rank's part of every batch
     train_loader = BatchLoader(
-        train, fit_labels, true_labels=true_labels, batch_size=settings.batch_size, device=device
+        train,
+        fit_labels,
+        true_labels=true_labels,
+        batch_size=settings.batch_size,
+        device=device,
+        **part,
     )
-    test_loader = BatchLoader(test, batch_size=settings.batch_size, device=device)
+    test_loader = BatchLoader(test, batch_size=settings.batch_size, device=device, **part)
+    resume = False
+    if activation_dir is not None:
+        resume = FitCheckpoint(rank_folder(activation_dir, current_group())).exists()
     mode = batchnorm_per_sample(model) if settings.bn_train_mode else nullcontext()
     with mode:
         return probe(
@@ -137,16 +148,20 @@ def probe_run(
             memory_budget=settings.memory_budget,
             progress=settings.progress,
             activation_dir=activation_dir,
-            resume=activation_dir is not None and FitCheckpoint(Path(activation_dir)).exists(),
+            resume=resume,
+            distributed=probe_distributed(),
         )
 
 
 def probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: ProbeSettings):
     """(table, components, model accuracy, layer seconds) of a probe, from the run's cache when
     present (a cache from before per-layer times lacks ``layer_seconds.csv`` and is redone)."""
+    from masc_fast.pipeline.ranks import agree, is_main
+
     folder = run_dir / "probes" / f"{checkpoint}-{tag}-{settings.cache_key()}"
     names = ("table", "components", "model_accuracy", "layer_seconds")
-    if all((folder / f"{name}.csv").exists() for name in names):
+    cached = all((folder / f"{name}.csv").exists() for name in names)
+    if agree(cached, f"whether {folder} holds the probe's tables"):
         logger.info("reusing probe tables in %s", folder)
         return tuple(pd.read_csv(folder / f"{name}.csv") for name in names)
     started = time.perf_counter()
@@ -156,6 +171,8 @@ def probe_tables(run_dir: Path, checkpoint: str, labels, tag: str, settings: Pro
     )  # fmt: skip
     seconds = time.perf_counter() - started
     tables = (result.table, result.components, result.model_accuracy, result.layer_seconds)
+    if not is_main():  # rank 0 writes the cache
+        return tables
     for name, frame in zip(names, tables):  # each atomic; a partial cache is recomputed
         atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
     record = {**asdict(settings), "cache_version": _CACHE_VERSION, "probe_seconds": seconds}

@@ -251,6 +251,7 @@ def relabel_trained(
     """:func:`compute_relabels` on an already loaded run (one probe pass, one relabel pass)."""
     from masc_fast.activations import ActivationTap, resolve_layers
     from masc_fast.data import BatchLoader
+    from masc_fast.pipeline.ranks import probe_distributed
     from masc_fast.probe import probe
 
     subspaces = check_subspaces(subspaces)
@@ -277,6 +278,7 @@ def relabel_trained(
         backend=backend,
         memory_budget=memory_budget,
         progress=progress,
+        distributed=probe_distributed(),
     )
     chosen = {}
     for name in subspaces:

@@ -78,6 +78,9 @@ class EpochLoop:
         A progress bar over epochs.
     description : str
         The bar's label.
+    write : bool, default True
+        Commit to ``files``; ``False`` (the other ranks of a distributed run, whose rank 0
+        writes) only reads them to resume.
 
     Example
     -------
@@ -99,8 +102,9 @@ class EpochLoop:
         files: LoopFiles | None = None,
         progress: bool = False,
         description: str = "train",
+        write: bool = True,
     ):
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer, self.write = model, optimizer, write
         self.max_epochs, self.files = max_epochs, files
         self.progress, self.description = progress, description
         self.epoch = 0
@@ -110,7 +114,7 @@ class EpochLoop:
     def start(self, rows: list[dict], state: dict) -> None:
         """Begin afresh with ``rows`` (e.g. the epoch-0 row of the initial model) and ``state``."""
         self.epoch, self.rows, self.state = 0, list(rows), dict(state)
-        if self.files is not None:
+        if self.files is not None and self.write:
             self.files.write_metrics(self.rows)
 
     def resume(self) -> None:
@@ -119,7 +123,8 @@ class EpochLoop:
         meta = dict(checkpoint.metadata)
         self.epoch, self.rows = checkpoint.epoch, meta.pop("metrics")
         self.state = meta
-        self._commit_derived()  # redo what a kill right after the commit may have skipped
+        if self.write:
+            self._commit_derived()  # redo what a kill right after the commit may have skipped
 
     def run(
         self,
@@ -174,13 +179,13 @@ class EpochLoop:
 
     def finish(self) -> None:
         """Write the ``final`` model snapshot (with files)."""
-        if self.files is not None:
+        if self.files is not None and self.write:
             save_snapshot(
                 self.files.final, self.model, epoch=self.epoch, kind="final", metrics=self.rows[-1]
             )
 
     def _commit(self) -> None:
-        if self.files is None:
+        if self.files is None or not self.write:
             return
         save_checkpoint(
             self.files.last,

@@ -66,6 +66,24 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _step(model, batch, optimizer, criterion, *, device, autocast_dtype, input_noise, scale=1.0):
+    """One batch: the forward pass (inputs plus Gaussian noise of ``input_noise``), and with an
+    optimiser the backward pass of ``loss · scale`` and a step; ``(logits, labels, loss)``
+    detached."""
+    inputs, labels = batch[0].to(device), batch[1].to(device)
+    if input_noise:
+        inputs = inputs + input_noise * torch.randn_like(inputs)
+    if optimizer is not None:
+        optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, autocast_dtype):
+        logits = model(inputs)
+        loss = criterion(logits, labels)
+    if optimizer is not None:
+        (loss if scale == 1.0 else loss * scale).backward()
+        optimizer.step()
+    return logits.detach(), labels, loss.detach()
+
+
 def _run_pass(
     model: nn.Module,
     loader,
@@ -77,9 +95,24 @@ def _run_pass(
     progress: bool,
     description: str,
     input_noise: float = 0.0,
+    group=None,
 ) -> EpochStats:
     """The loop of :func:`train_epoch` (with an optimizer) and :func:`evaluate` (without);
-    the model's train/eval mode is the caller's business."""
+    the model's train/eval mode is the caller's business. With ``group`` the loop runs this
+    rank's part of every batch (:class:`~masc_fast.data.BatchLoader` with ``rank``) and the
+    counts are summed over the ranks."""
+    if group is not None:
+        return _run_rank_pass(
+            model,
+            loader,
+            optimizer,
+            device=device,
+            autocast_dtype=autocast_dtype,
+            progress=progress,
+            description=description,
+            input_noise=input_noise,
+            group=group,
+        )
     start = time.perf_counter()
     device = model_device(model) if device is None else torch.device(device)
     criterion = nn.CrossEntropyLoss() if criterion is None else criterion
@@ -89,25 +122,17 @@ def _run_pass(
     step_losses = []  # 0-d tensors on the device, read once at the end
     total = 0
     has_true = False
+    options = {"device": device, "autocast_dtype": autocast_dtype, "input_noise": input_noise}
     for batch in _batch_bar(loader, progress, description):
-        inputs, labels = batch[0].to(device), batch[1].to(device)
-        if input_noise:
-            inputs = inputs + input_noise * torch.randn_like(inputs)
+        logits, labels, loss = _step(model, batch, optimizer, criterion, **options)
         if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, autocast_dtype):
-            logits = model(inputs)
-            loss = criterion(logits, labels)
-        if optimizer is not None:
-            loss.backward()
-            optimizer.step()
-            step_losses.append(loss.detach().float())
-        predicted = logits.detach().argmax(dim=1)
+            step_losses.append(loss.float())
+        predicted = logits.argmax(dim=1)
         correct += (predicted == labels).sum()
         if len(batch) > 2:
             has_true = True
             correct_true += (predicted == batch[2].to(device)).sum()
-        loss_sum += loss.detach().float() * labels.shape[0]
+        loss_sum += loss.float() * labels.shape[0]
         total += labels.shape[0]
     if total == 0:
         what = "evaluation" if optimizer is None else "training"
@@ -122,6 +147,62 @@ def _run_pass(
     )
 
 
+def _run_rank_pass(
+    model, loader, optimizer, *, device, autocast_dtype, progress, description, input_noise, group
+) -> EpochStats:
+    """One rank's part of a distributed pass, whose statistics are those of one process.
+
+    Each step's loss is this rank's summed cross-entropy times ``world_size / B`` (``B`` the
+    step's rows over all ranks, :meth:`~masc_fast.data.BatchLoader.global_rows`), so the
+    gradient DistributedDataParallel averages is the mean over the whole batch, as in one
+    process; a rank without rows in a last batch joins (``model.join()``). Loss sums,
+    counts and per-step losses are summed over the ranks at the end.
+    """
+    start = time.perf_counter()
+    module = getattr(model, "module", model)
+    device = model_device(module) if device is None else torch.device(device)
+    global_rows = loader.global_rows()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, true, rows
+    step_sums = torch.zeros(len(global_rows), dtype=torch.float64, device=device)
+    has_true = torch.zeros(1, dtype=torch.float64, device=device)
+    join = model.join() if optimizer is not None and hasattr(model, "join") else None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(group.step(f"{description}: a step's collectives"))
+        if join is not None:
+            stack.enter_context(join)
+        options = {"device": device, "autocast_dtype": autocast_dtype, "input_noise": input_noise}
+        for step, batch in enumerate(_batch_bar(loader, progress, description)):
+            scale = group.size / global_rows[step]
+            logits, labels, loss = _step(model, batch, optimizer, criterion, scale=scale, **options)
+            if optimizer is not None:
+                step_sums[step] = loss.double()
+            predicted = logits.argmax(dim=1)
+            sums[0] += loss.double()
+            sums[1] += (predicted == labels).sum()
+            if len(batch) > 2:
+                has_true[0] = 1
+                sums[2] += (predicted == batch[2].to(device)).sum()
+            sums[3] += labels.shape[0]
+    what = f"{description}: summing the statistics"
+    group.sum(sums, what)
+    group.sum(step_sums, what)
+    group.sum(has_true, what)
+    loss_sum, correct, correct_true, total = sums.tolist()
+    if total == 0:
+        kind = "evaluation" if optimizer is None else "training"
+        raise ValueError(f"the {kind} loaders of every rank yielded no samples")
+    steps = (step_sums / torch.tensor(global_rows, dtype=torch.float64, device=device)).tolist()
+    return EpochStats(
+        loss=loss_sum / total,
+        accuracy=correct / total,
+        accuracy_true=correct_true / total if has_true.item() else None,
+        samples=int(total),
+        seconds=time.perf_counter() - start,
+        step_losses=tuple(steps) if optimizer is not None else (),
+    )
+
+
 def train_epoch(
     model: nn.Module,
     loader,
@@ -133,6 +214,7 @@ def train_epoch(
     progress: bool = False,
     description: str = "batches",
     input_noise: float = 0.0,
+    group=None,
 ) -> EpochStats:
     """One training epoch in train mode, with the authors' running accuracy.
 
@@ -162,6 +244,10 @@ def train_epoch(
     input_noise : float, default 0
         Standard deviation of Gaussian noise added to every batch's inputs before the
         forward pass (Arpit et al.'s input-noise regulariser; torch's global generator).
+    group : masc_fast.probing.distributed.RankGroup, optional
+        Train this rank's part of every batch (``model`` wrapped in
+        DistributedDataParallel, ``loader`` a :class:`~masc_fast.data.BatchLoader` with
+        ``rank``); the statistics are those of all ranks.
 
     Returns
     -------
@@ -198,6 +284,7 @@ def train_epoch(
         progress=progress,
         description=description,
         input_noise=input_noise,
+        group=group,
         **options,
     )
 
@@ -212,6 +299,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
     description: str = "eval",
+    group=None,
 ) -> EpochStats:
     """Eval-mode loss and accuracies on a loader, without gradients.
 
@@ -224,7 +312,7 @@ def evaluate(
     model : torch.nn.Module
     loader : iterable of tuples
         ``(x, y)`` or ``(x, y, y_true)`` batches.
-    device, criterion, autocast_dtype, progress, description
+    device, criterion, autocast_dtype, progress, description, group
         As in :func:`train_epoch`.
 
     Returns
@@ -250,6 +338,8 @@ def evaluate(
     model.eval()
     options = {"device": device, "criterion": criterion, "autocast_dtype": autocast_dtype}
     try:
-        return _run_pass(model, loader, None, progress=progress, description=description, **options)
+        return _run_pass(
+            model, loader, None, progress=progress, description=description, group=group, **options
+        )
     finally:
         model.train(was_training)

@@ -57,7 +57,7 @@ from torch import nn
 
 from masc_fast._io import read_json
 from masc_fast.pipeline.runs.config import RunConfig, RunSummary, parse_regularization
-from masc_fast.pipeline.runs.files import METRIC_COLUMNS, check_run_dir, run_paths
+from masc_fast.pipeline.runs.files import METRIC_COLUMNS, run_paths
 from masc_fast.pipeline.runs.train_prepared import train_device, train_prepared
 
 __all__ = [
@@ -143,10 +143,13 @@ def train_run(
     from masc_fast.data import BatchLoader, dataset_info, load_dataset
     from masc_fast.data.corruption import noisy_labels
     from masc_fast.pipeline.runs.loading import run_inputs
+    from masc_fast.pipeline.runs.train_prepared import TRAIN_RESUME, run_dir_state
+    from masc_fast.probing.distributed import RankGroup, resolve_group
 
     run_dir = Path(run_dir)
     recipe = config.recipe()
-    if check_run_dir(run_dir, config.to_dict(), recipe, resume) == "finished":
+    group = RankGroup(TRAIN_RESUME) if resolve_group("auto") is not None else None
+    if run_dir_state(run_dir, config.to_dict(), recipe, resume, group) == "finished":
         return RunSummary.from_dict(read_json(run_paths(run_dir)["summary"]))
 
     info = dataset_info(config.dataset)
@@ -164,8 +167,11 @@ def train_run(
         strict=info.strict_corruption,
     )
     device = train_device(config.device, config.amp)
+    if group is not None and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # torchrun's LOCAL_RANK
     model = _build_model(config, info)
     loader_device = device if device.type == "cuda" else None
+    shard = {"rank": group.rank, "world_size": group.size} if group is not None else {}
     train_loader = BatchLoader(
         train,
         corrupted,
@@ -174,12 +180,13 @@ def train_run(
         shuffle=config.shuffle,
         seed=config.seed,
         device=loader_device,
+        **shard,
     )
     eval_size = max(_EVAL_BATCH_SIZE, recipe.batch_size)
     train_eval_loader = BatchLoader(
-        train, corrupted, true_labels, batch_size=eval_size, device=loader_device
+        train, corrupted, true_labels, batch_size=eval_size, device=loader_device, **shard
     )
-    test_loader = BatchLoader(test, batch_size=eval_size, device=loader_device)
+    test_loader = BatchLoader(test, batch_size=eval_size, device=loader_device, **shard)
     regularizers = parse_regularization(config.regularization)
     recorder = None
     if config.memorization:
@@ -219,4 +226,5 @@ def train_run(
         memorization=recorder,
         weight_decay=regularizers.get("weight_decay", 0.0),
         input_noise=regularizers.get("input_noise", 0.0),
+        group=group,
     )

@@ -43,7 +43,12 @@ from masc_fast.pipeline.runs.passes import evaluate, train_epoch
 from masc_fast.pipeline.runs.recipes import TrainingRecipe
 from masc_fast.pipeline.runs.training import make_optimizer
 
-__all__ = ["train_device", "train_prepared"]
+__all__ = ["TRAIN_RESUME", "run_dir_state", "train_device", "train_prepared"]
+
+#: What a distributed training run's ranks are told when another rank failed.
+TRAIN_RESUME = (
+    "The run resumes from its last committed epoch: the same command with --resume (resume=True)."
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +83,18 @@ def train_device(device: torch.device | str | None, amp: bool) -> torch.device:
     return device
 
 
+def run_dir_state(run_dir: Path, config: dict, recipe, resume: bool, group) -> str:
+    """:func:`check_run_dir` on rank 0, its answer (or its error) on every rank."""
+    from masc_fast.pipeline.ranks import on_main
+
+    def check():
+        return check_run_dir(run_dir, config, recipe, resume)
+
+    if group is None:
+        return check()
+    return on_main(check, "reading the run folder on rank 0", group)
+
+
 def _as_label_array(values, name: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
@@ -109,6 +126,7 @@ def train_prepared(
     memorization=None,
     weight_decay: float = 0.0,
     input_noise: float = 0.0,
+    group=None,
 ) -> RunSummary:
     """Train an already built model into a run directory (the core of :func:`train_run`).
 
@@ -158,6 +176,11 @@ def train_prepared(
     weight_decay, input_noise : float, default 0
         Arpit et al.'s regularisers: the optimiser's L2 penalty, and the standard deviation
         of Gaussian noise added to the training inputs (:func:`train_epoch`).
+    group : masc_fast.probing.distributed.RankGroup, optional
+        Train on the ranks of a process group (torchrun): the model in
+        DistributedDataParallel, the loaders this rank's parts of every batch
+        (:class:`~masc_fast.data.BatchLoader` ``rank``), every statistic summed over the
+        ranks; only rank 0 writes (``run_dir`` must be a folder every rank sees to resume).
 
     Returns
     -------
@@ -178,11 +201,13 @@ def train_prepared(
     paths = run_paths(run_dir)
     true_labels = _as_label_array(true_labels, "true_labels")
     corrupted_labels = _as_label_array(corrupted_labels, "corrupted_labels")
-    state = check_run_dir(run_dir, config, recipe, resume)
+    main = group is None or group.rank == 0
+    state = run_dir_state(run_dir, config, recipe, resume, group)
     if state == "finished":
         check_labels(paths["labels"], true_labels, corrupted_labels, noise)
         return RunSummary.from_dict(read_json(paths["summary"]))
-    remove_stale_tmp(run_dir)
+    if main:
+        remove_stale_tmp(run_dir)
 
     device = train_device(device, amp)
     model.to(device)
@@ -190,9 +215,21 @@ def train_prepared(
     optimizer = make_optimizer(
         recipe.optimizer, model.parameters(), recipe.lr, momentum, weight_decay=weight_decay
     )
-    forward = torch.compile(model) if compile else model
+    trained = model
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        trained = DistributedDataParallel(model, device_ids=ids)
+    forward = torch.compile(trained) if compile else trained
+    evaluated = forward  # evaluations skip DDP: no collectives on uneven eval shards
+    if group is not None:
+        evaluated = torch.compile(model) if compile else model
+    if memorization is not None and not main:
+        memorization = None  # rank 0 measures (its files are the run's)
     autocast = torch.bfloat16 if amp else None
-    passes = {"device": device, "autocast_dtype": autocast, "progress": progress}
+    passes = {"device": device, "autocast_dtype": autocast, "progress": progress and main}
+    passes["group"] = group
     files = LoopFiles(
         last=paths["last"],
         final=paths["final"],
@@ -209,8 +246,9 @@ def train_prepared(
         optimizer,
         max_epochs=recipe.max_epochs,
         files=files,
-        progress=progress,
+        progress=progress and main,
         description=f"train {run_dir.name}",
+        write=main,
     )
 
     if state == "resume" and paths["last"].is_file():
@@ -222,16 +260,18 @@ def train_prepared(
             check_labels(paths["labels"], true_labels, corrupted_labels, noise)
             if paths["init"].is_file():
                 load_checkpoint(paths["init"], model)
-        write_labels(paths["labels"], true_labels, corrupted_labels, noise)
-        write_setup(run_dir, config, recipe)
+        if main:
+            write_labels(paths["labels"], true_labels, corrupted_labels, noise)
+            write_setup(run_dir, config, recipe)
         started = time.perf_counter()
         eval_loader = train_loader if train_eval_loader is None else train_eval_loader
-        initial_train = evaluate(forward, eval_loader, **passes)
-        initial_test = evaluate(forward, test_loader, **passes)
+        initial_train = evaluate(evaluated, eval_loader, **passes)
+        initial_test = evaluate(evaluated, test_loader, **passes)
         row = _row(0, initial_train, initial_test, time.perf_counter() - started)
         if memorization is not None:
             row["memorization_seconds"] = memorization.record(model, 0, device)
-        save_snapshot(paths["init"], model, epoch=0, kind="init", metrics=row)
+        if main:
+            save_snapshot(paths["init"], model, epoch=0, kind="init", metrics=row)
         loop.start([row], {"best_epoch": None, "best_test": None})
 
     def epoch_row(epoch: int) -> dict:
@@ -248,7 +288,7 @@ def train_prepared(
             input_noise=input_noise,
             **passes,
         )
-        test = evaluate(forward, test_loader, **passes)
+        test = evaluate(evaluated, test_loader, **passes)
         row = _row(epoch, stats, test, time.perf_counter() - started)
         if memorization is not None:  # before the commit: a resumed epoch rewrites its file
             row["memorization_seconds"] = memorization.record(model, epoch, device)
@@ -287,7 +327,10 @@ def train_prepared(
         device=str(device),
         torch_version=torch.__version__,
     )
-    atomic_write_text(paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n")
+    if main:
+        atomic_write_text(paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n")
+    if group is not None:  # every rank returns once the run's files are written
+        group.barrier("waiting for rank 0 to write the summary")
     logger.info(
         "%s: %s after %d epoch(s); train %.4f, test %.4f (best %.4f at epoch %d)",
         run_dir,

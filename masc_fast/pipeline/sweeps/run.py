@@ -22,6 +22,7 @@ import pandas as pd
 
 from masc_fast._io import atomic_write_text, read_json, remove_stale_temporaries
 from masc_fast._progress import progress_bar
+from masc_fast.pipeline.ranks import barrier, is_main, on_main
 from masc_fast.pipeline.results_table import (
     check_format,
     completed_cells,
@@ -126,17 +127,17 @@ def run_sweep(
     >>> table = run_sweep(load_sweep("grid.toml"), run_cell=run_cell)  # doctest: +SKIP
     """
     check_format(spec.format)  # a missing pyarrow fails before the first cell, not after it
-    _check_settings(spec)
-    remove_stale_temporaries(spec.out)  # what killed earlier runs of this sweep left
     cells = spec.cells()
-    done = completed_cells(spec.results_dir)
-    todo = [cell for cell in cells if cell.cell_id not in done]
+    todo_ids = on_main(lambda: _cells_to_run(spec, cells, check_disk), "planning the sweep")
+    todo = [cell for cell in cells if cell.cell_id in todo_ids]
     skipped = len(cells) - len(todo)
-    logger.info("sweep %s: %d cells, %d done, %d to run", spec.out, len(cells), skipped, len(todo))
-    if check_disk is not None and todo:
-        check_disk(spec, todo)
+    main = is_main()  # under torchrun every rank runs every cell, rank 0 writes
     bar = progress_bar(
-        total=len(cells), initial=skipped, desc="sweep", unit="cell", disable=not progress
+        total=len(cells),
+        initial=skipped,
+        desc="sweep",
+        unit="cell",
+        disable=not progress or not main,
     )
     try:
         for cell in todo:
@@ -158,11 +159,27 @@ def run_sweep(
                     spec.results_dir,
                 )
                 raise
-            write_cell(spec.results_dir, cell.cell_id, rows)
-            rebuild_table(spec.results_dir, spec.format)
+            if main:
+                write_cell(spec.results_dir, cell.cell_id, rows)
+                rebuild_table(spec.results_dir, spec.format)
             bar.update(1)
     finally:
         bar.close()
-    if not todo:
+    if not todo and main:
         rebuild_table(spec.results_dir, spec.format)
+    barrier("waiting for rank 0 to write the sweep's table")
     return load_results(table_path(spec.results_dir, spec.format))
+
+
+def _cells_to_run(spec: SweepSpec, cells: list[Cell], check_disk) -> set[str]:
+    """The ids of the cells without results (after the settings and disk checks, and the
+    removal of what killed runs left); rank 0's job under torchrun."""
+    _check_settings(spec)
+    remove_stale_temporaries(spec.out)  # what killed earlier runs of this sweep left
+    done = completed_cells(spec.results_dir)
+    todo = [cell for cell in cells if cell.cell_id not in done]
+    skipped = len(cells) - len(todo)
+    logger.info("sweep %s: %d cells, %d done, %d to run", spec.out, len(cells), skipped, len(todo))
+    if check_disk is not None and todo:
+        check_disk(spec, todo)
+    return {cell.cell_id for cell in todo}
