@@ -85,6 +85,26 @@ def _rank(rank: int, name: str):
     return _probe(name, rank, dist.get_world_size())
 
 
+def _all_reduce_rate(rank: int, megabytes: int) -> float:
+    """Seconds of one float64 all-reduce of ``megabytes`` MiB (the best of three)."""
+    import torch.distributed as dist
+
+    tensor = torch.ones(megabytes * 2**20 // 8, dtype=torch.float64)
+    best = float("inf")
+    for _ in range(3):
+        dist.barrier()
+        started = time.perf_counter()
+        dist.all_reduce(tensor)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def all_reduce_seconds(megabytes: int = 80) -> float:
+    """The slowest rank's best time to all-reduce ``megabytes`` MiB over two gloo ranks."""
+    with tempfile.TemporaryDirectory() as folder:
+        return max(values(run_ranks(_all_reduce_rate, megabytes, folder=folder)))
+
+
 def exchanged_bytes(name: str) -> int:
     """Bytes a rank sends in the fit of ``name`` on two ranks (both label sets)."""
     rows, width, classes, strategy = WORKLOADS[name]
@@ -115,6 +135,10 @@ def test_one_process_against_two_ranks(benchmark, name):
 
 if __name__ == "__main__":
     print(f"threads: one process {torch.get_num_threads()}, each rank 1")
+    seconds = all_reduce_seconds()
+    print(
+        f"gloo all-reduce of 80 MiB float64 on two ranks: {seconds:.3f} s ({80 / seconds:.0f} MiB/s)"
+    )
     print("| workload | one process (s) | two gloo ranks (s) | bytes a rank sends |")
     print("|---|---|---|---|")
     for workload in WORKLOADS:

@@ -148,3 +148,34 @@ def test_cli_train_probe_and_sweep_under_torchrun(tmp_path):
     swept_run = tmp_path / "grid-out" / "runs" / "mlp-small-digits-p0.2-s3"
     _assert_same_training(swept_run, single)
     assert set(table["experiment"]) == {"exp1"} and (table["metric"] == "accuracy").any()
+
+
+def _retrain(rank, run_dir, retrain_dir):
+    from masc_fast.pipeline.experiments.retrain import retrain_run
+
+    return retrain_run(
+        run_dir, variants=("retrain-10",), max_epochs=2, retrain_dir=retrain_dir, progress=False
+    )
+
+
+def test_retrain_on_two_ranks_equals_one_process(tmp_path):
+    """The relabelling probe is distributed (same relabels), the fine-tuning DDP (same
+    metrics up to float order), rank 0 writes the work folders."""
+    from masc_fast.pipeline.experiments.retrain import retrain_run
+
+    run = tmp_path / "run"
+    train_run(CONFIG, run, progress=False)
+    single = retrain_run(
+        run, variants=("retrain-10",), max_epochs=2, retrain_dir=tmp_path / "one", progress=False
+    )
+    tables = values(run_ranks(_retrain, run, tmp_path / "two", folder=tmp_path / "ranks"))
+    for table in tables:
+        keys = [c for c in single.columns if c != "value"]
+        merged = single.merge(table, on=keys, suffixes=("", "_ranks"), validate="one_to_one")
+        assert len(merged) == len(single) == len(table)
+        close = (merged["value"] - merged["value_ranks"]).abs() <= 1.5 / 450 + 1e-6
+        assert close.all(), merged[~close]
+    for which in ("corrupted", "true"):
+        one = (tmp_path / "one" / f"retrain-10-{which}" / "relabels.npz").read_bytes()
+        two = (tmp_path / "two" / f"retrain-10-{which}" / "relabels.npz").read_bytes()
+        assert len(one) > 0 and one == two  # the same relabels, written once

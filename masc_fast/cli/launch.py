@@ -22,7 +22,7 @@ from collections.abc import Iterator
 __all__ = ["DISTRIBUTED_COMMANDS", "join_group", "leave_group", "quiet_unless_main"]
 
 #: The commands that run under torchrun (the others refuse a WORLD_SIZE above one).
-DISTRIBUTED_COMMANDS = ("train", "probe", "baselines", "sweep")
+DISTRIBUTED_COMMANDS = ("train", "retrain", "probe", "baselines", "sweep")
 
 
 def _world_size() -> int:

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from masc_fast.pipeline.experiments.relabel import SUBSPACE_SETS
     from masc_fast.pipeline.experiments.retrain import VARIANTS, retrain_run
+    from masc_fast.pipeline.ranks import is_main
 
     rows = retrain_run(
         args.run_dir,
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(summary_table(rows).to_string(index=False))
-    options.write_rows(rows, args.out or args.run_dir / "retrain" / "results.csv")
+    if is_main():  # under torchrun rank 0 writes
+        options.write_rows(rows, args.out or args.run_dir / "retrain" / "results.csv")
     return 0
 
 

@@ -12,8 +12,8 @@
   (:func:`agree`, :func:`on_main`), so every rank takes the same branch and meets the same
   collectives;
 * the steps that do not spread over ranks (``baselines``: scikit-learn fits on one
-  machine's activations; ``retrain``) run on rank 0 alone (:func:`on_main`), the others
-  waiting for its result.
+  machine's activations) run on rank 0 alone (:func:`on_main`), the others waiting for its
+  result.
 
 Without a process group of more than one rank every function is the one-process identity.
 """

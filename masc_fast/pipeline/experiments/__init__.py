@@ -48,20 +48,16 @@ def _baselines(run_dir: Path, experiment: str, *, p, settings: ProbeSettings) ->
 
 def _retrain(run_dir: Path, experiment: str, *, p, settings: ProbeSettings) -> pd.DataFrame:
     from masc_fast.pipeline.experiments.retrain import retrain_run
-    from masc_fast.pipeline.ranks import on_main
 
-    return on_main(  # under torchrun: rank 0 retrains, the others get its rows
-        lambda: retrain_run(
-            run_dir,
-            variants=(experiment,),
-            variance=settings.variance,
-            device=settings.device,
-            resume=(run_dir / "retrain").exists(),
-            progress=settings.progress,
-            backend=settings.backend,
-            memory_budget=settings.memory_budget,
-        ),
-        "the retraining on rank 0",
+    return retrain_run(
+        run_dir,
+        variants=(experiment,),
+        variance=settings.variance,
+        device=settings.device,
+        resume=(run_dir / "retrain").exists(),
+        progress=settings.progress,
+        backend=settings.backend,
+        memory_budget=settings.memory_budget,
     )
 
 

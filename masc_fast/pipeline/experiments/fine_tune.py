@@ -166,6 +166,7 @@ def fine_tune(
     list of dict
         Rows with :data:`masc_fast.pipeline.experiments.retrain_files.RETRAIN_METRIC_COLUMNS`, epoch 0 first.
     """
+    from masc_fast.pipeline.ranks import current_group, shard
     from masc_fast.pipeline.runs.training import evaluate, train_epoch
 
     paths = work_paths(work)
@@ -175,6 +176,14 @@ def fine_tune(
     model.to(device)
     momentum = 0.0 if recipe.momentum is None else recipe.momentum
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, momentum)
+    group, part = current_group(), shard()  # under torchrun: DDP, rank 0 writes
+    main = group is None or group.rank == 0
+    trained_model = model
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        trained_model = DistributedDataParallel(model, device_ids=ids)
     labels = (relabelling.relabels, trained.true_labels)
     train_loader = BatchLoader(
         trained.train,
@@ -183,18 +192,22 @@ def fine_tune(
         shuffle=config.shuffle,
         seed=config.seed,
         device=trained.loader_device,
+        **part,
     )
     eval_size = max(_EVAL_BATCH_SIZE, recipe.batch_size)
     train_eval = BatchLoader(
-        trained.train, *labels, batch_size=eval_size, device=trained.loader_device
+        trained.train, *labels, batch_size=eval_size, device=trained.loader_device, **part
     )
     parts = {
         name: BatchLoader(
-            subset_split(trained.test, indices), batch_size=eval_size, device=trained.loader_device
+            subset_split(trained.test, indices),
+            batch_size=eval_size,
+            device=trained.loader_device,
+            **part,
         )
         for name, indices in (("test80", relabelling.test80), ("test20", relabelling.test20))
     }
-    passes = {"device": device, "progress": progress}
+    passes = {"device": device, "progress": progress and main, "group": group}
     files = LoopFiles(
         last=paths["last"],
         final=paths["final"],
@@ -205,8 +218,9 @@ def fine_tune(
         optimizer,
         max_epochs=schedule.max_epochs,
         files=files,
-        progress=progress,
+        progress=progress and main,
         description=f"retrain {work.name}",
+        write=main,
     )
     if state == "resume" and paths["last"].is_file():
         loop.resume()
@@ -221,7 +235,9 @@ def fine_tune(
     def epoch_row(epoch: int) -> dict:
         started = time.perf_counter()
         train_loader.set_epoch(epoch)
-        stats = train_epoch(model, train_loader, optimizer, description=f"epoch {epoch}", **passes)
+        stats = train_epoch(
+            trained_model, train_loader, optimizer, description=f"epoch {epoch}", **passes
+        )
         test80, test20 = (evaluate(model, loader, **passes) for loader in parts.values())
         return _row(epoch, stats, test80, test20, time.perf_counter() - started)
 
@@ -261,7 +277,10 @@ def fine_tune(
         "device": str(device),
         "torch_version": torch.__version__,
     }
-    atomic_write_text(paths["summary"], json.dumps(summary, indent=2) + "\n")
+    if main:
+        atomic_write_text(paths["summary"], json.dumps(summary, indent=2) + "\n")
+    if group is not None:  # every rank returns once the summary is written
+        group.barrier("waiting for rank 0 to write the retrain summary")
     logger.info(
         "%s: %d epoch(s)%s; test80 %.4f, test20 %.4f",
         work,

@@ -251,22 +251,27 @@ def relabel_trained(
     """:func:`compute_relabels` on an already loaded run (one probe pass, one relabel pass)."""
     from masc_fast.activations import ActivationTap, resolve_layers
     from masc_fast.data import BatchLoader
-    from masc_fast.pipeline.ranks import probe_distributed
+    from masc_fast.pipeline.ranks import probe_distributed, shard
     from masc_fast.probe import probe
 
     subspaces = check_subspaces(subspaces)
     test80, test20 = split_test(len(trained.test), seed=split_seed)
     model, device = trained.model, trained.device
     num_classes = trained.train.info.num_classes
+    part = shard()  # under torchrun the probe reads this rank's part of every batch
     train_loader = BatchLoader(
         trained.train,
         trained.corrupted_labels,
         true_labels=trained.true_labels,
         batch_size=batch_size,
         device=trained.loader_device,
+        **part,
     )
     loader20 = BatchLoader(
-        subset_split(trained.test, test20), batch_size=batch_size, device=trained.loader_device
+        subset_split(trained.test, test20),
+        batch_size=batch_size,
+        device=trained.loader_device,
+        **part,
     )
     result = probe(
         model,

@@ -58,6 +58,7 @@ from masc_fast.pipeline.experiments.retrain_files import (
     work_paths,
     work_state,
 )
+from masc_fast.pipeline.ranks import barrier, is_main, on_main
 from masc_fast.pipeline.results_table import tidy_rows
 from masc_fast.pipeline.runs.checkpoints import checkpoint_metadata
 from masc_fast.pipeline.runs.files import read_metrics
@@ -248,7 +249,13 @@ def retrain_run(
             settings = settings_document(
                 config, recipe, schedule, which, split_seed, variance, memorised_epoch
             )
-            jobs.append((schedule, which, work, settings, work_state(work, settings, resume)))
+            jobs.append((schedule, which, work, settings))
+    # under torchrun rank 0 reads the work folders and every rank follows its answer
+    states = on_main(
+        lambda: [work_state(work, settings, resume) for _, _, work, settings in jobs],
+        "reading the retrain folders on rank 0",
+    )
+    jobs = [(*job, state) for job, state in zip(jobs, states)]
 
     stored = {}
     for _, _, work, settings, state in jobs:
@@ -299,10 +306,12 @@ def retrain_run(
         if state == "finished":
             metrics = read_metrics(paths["metrics"])
         else:
-            remove_stale_tmp(work)
-            atomic_write_text(paths["settings"], json.dumps(settings, indent=2) + "\n")
-            if work not in stored:
-                relabelling.save(paths["relabels"])
+            if is_main():
+                remove_stale_tmp(work)
+                atomic_write_text(paths["settings"], json.dumps(settings, indent=2) + "\n")
+                if work not in stored:
+                    relabelling.save(paths["relabels"])
+            barrier("waiting for rank 0 to write the retrain's settings")
             metrics = fine_tune(
                 trained,
                 work,
