@@ -214,18 +214,19 @@ def test_bad_split_and_epoch_are_rejected():
         loader.set_epoch(1.0)
 
 
-def test_rank_parts_split_every_batch_and_cover_the_split_once():
+@pytest.mark.parametrize("shuffle", [True, False])  # the shuffled and the paper's fixed order
+def test_rank_parts_split_every_batch_and_cover_the_split_once(shuffle):
     """Ranks get contiguous parts of one process's batches (sizes differing by at most one),
     disjoint, covering every sample once; an empty part of a short last batch is skipped."""
     from masc_fast.data import load_dataset
 
     train, _ = load_dataset("digits", progress=False)  # 1 347 samples: last batch of 3 rows
-    whole = BatchLoader(train, batch_size=32, shuffle=True, seed=5)
+    whole = BatchLoader(train, batch_size=32, shuffle=shuffle, seed=5)
     whole.set_epoch(2)
     expected = torch.cat([x for x, _ in whole])
     parts = []
     for rank in range(4):
-        loader = BatchLoader(train, batch_size=32, shuffle=True, seed=5, rank=rank, world_size=4)
+        loader = BatchLoader(train, batch_size=32, shuffle=shuffle, seed=5, rank=rank, world_size=4)
         loader.set_epoch(2)
         assert loader.global_rows() == whole.global_rows() == [32] * 42 + [3]
         batches = [x for x, _ in loader]

@@ -151,16 +151,20 @@ def test_cli_train_probe_and_sweep_under_torchrun(tmp_path):
 
 
 def _retrain(rank, run_dir, retrain_dir):
+    from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
     from masc_fast.pipeline.experiments.retrain import retrain_run
 
-    return retrain_run(
+    baselines = run_experiment(run_dir, "baselines", settings=ProbeSettings(progress=False))
+    retrained = retrain_run(
         run_dir, variants=("retrain-10",), max_epochs=2, retrain_dir=retrain_dir, progress=False
     )
+    return retrained, baselines
 
 
-def test_retrain_on_two_ranks_equals_one_process(tmp_path):
-    """The relabelling probe is distributed (same relabels), the fine-tuning DDP (same
-    metrics up to float order), rank 0 writes the work folders."""
+def test_retrain_and_baselines_on_two_ranks_equal_one_process(tmp_path):
+    """Retraining: the relabelling probe is distributed (same relabels), the fine-tuning DDP
+    (same metrics up to float order), rank 0 writes the work folders. Baselines: rank 0's
+    rows on both ranks."""
     from masc_fast.pipeline.experiments.retrain import retrain_run
 
     run = tmp_path / "run"
@@ -168,8 +172,16 @@ def test_retrain_on_two_ranks_equals_one_process(tmp_path):
     single = retrain_run(
         run, variants=("retrain-10",), max_epochs=2, retrain_dir=tmp_path / "one", progress=False
     )
-    tables = values(run_ranks(_retrain, run, tmp_path / "two", folder=tmp_path / "ranks"))
-    for table in tables:
+    outcomes = values(run_ranks(_retrain, run, tmp_path / "two", folder=tmp_path / "ranks"))
+    # the baselines: fitted on rank 0 alone, its rows on every rank
+    from masc_fast.pipeline.experiments import ProbeSettings, run_experiment
+
+    baselines = run_experiment(run, "baselines", settings=ProbeSettings(progress=False))
+    pd.testing.assert_frame_equal(outcomes[0][1], outcomes[1][1])  # rank 0's, timings too
+    accuracy = baselines["metric"] == "accuracy"
+    assert accuracy.sum() > 0
+    pd.testing.assert_frame_equal(outcomes[0][1][accuracy], baselines[accuracy])
+    for table, _ in outcomes:
         keys = [c for c in single.columns if c != "value"]
         merged = single.merge(table, on=keys, suffixes=("", "_ranks"), validate="one_to_one")
         assert len(merged) == len(single) == len(table)

@@ -166,8 +166,8 @@ def rank_folder(activation_dir, group: RankGroup | None):
 
 @contextlib.contextmanager
 def on_rank(group: RankGroup | None) -> Iterator[None]:
-    """Prefix the message of a ``ValueError`` / ``TypeError`` / ``OSError`` raised inside with
-    this rank (a bad batch or file on one rank of many)."""
+    """Prefix the message of a ``ValueError`` or ``TypeError`` raised inside with this rank
+    (a bad batch on one rank of many)."""
     if group is None:
         yield
         return
