@@ -46,6 +46,7 @@ PARTS = {
     "streaming": ("gpu_parts_fit", "streaming", 45),
     "probe_cnn": ("gpu_parts_fit", "probe_cnn", 60),
     "probe_alexnet": ("gpu_parts_fit", "probe_alexnet", 150),
+    "distributed": ("gpu_parts_distributed", "distributed", 45),
 }
 #: A smoke run's parts take this many seconds each at most (interpreted, tiny shapes).
 SMOKE_LIMIT = 90

@@ -27,7 +27,7 @@ def test_the_gpu_check_runs_every_part_on_the_cpu(tmp_path):
     parts = record["parts"]
     assert list(parts) == [
         "environment", "cuda_tests", "precision", "scoring", "block_sweep", "fitting",
-        "streaming", "probe_cnn", "probe_alexnet",
+        "streaming", "probe_cnn", "probe_alexnet", "distributed",
     ]  # fmt: skip
     # Only the CUDA tests need a GPU to run at all; every other part ran its code here.
     assert {name for name, part in parts.items() if part["status"] != "ok"} == {"cuda_tests"}
@@ -43,6 +43,8 @@ def test_the_gpu_check_runs_every_part_on_the_cpu(tmp_path):
     }  # fmt: skip
     assert all(row["agreement"] == 1.0 and row["tflops"] > 0 for row in scoring)
     assert [row["workload"] for row in record["probe"]] == ["cifar10-cnn", "tiny-imagenet-alexnet"]
+    assert record["distributed"]["backend"] == "gloo"  # a one-rank group; NCCL on the GPU
+    assert [run["strategy"] for run in record["distributed"]["runs"]] == ["gram", "stored"]
     assert all(
         set(row["phases"]) >= {"forward", "eigensolve", "scoring"} for row in record["probe"]
     )
