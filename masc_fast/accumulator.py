@@ -317,9 +317,11 @@ class GramAccumulator:
             elif self._small[label] is not None:
                 self._small[label] = [mine] if mine is not None and len(mine) else []
             elif mine is not None and len(mine):  # this accumulator keeps no rows: fold in
-                self._ops.gram_update(
-                    self._gram, mine, torch.full((len(mine),), label, device=mine.device)
-                )
+                self._fold_rows(label, mine)
+
+    def _fold_rows(self, label: int, rows: torch.Tensor) -> None:
+        """Add rows of class ``label`` (checked, on this device) to its Gram."""
+        self._ops.gram_update(self._gram, rows, torch.full((len(rows),), label, device=rows.device))
 
     def merge(self, other: GramAccumulator) -> GramAccumulator:
         """Add another accumulator's rows to this one (e.g. from another worker); returns self."""
@@ -341,10 +343,7 @@ class GramAccumulator:
             # the class's Gram serves from now on: rows kept on either side go into it
             pending = (mine or []) + theirs
             if pending:
-                rows = torch.cat(pending)
-                self._ops.gram_update(
-                    self._gram, rows, torch.full((len(rows),), label, device=rows.device)
-                )
+                self._fold_rows(label, torch.cat(pending))
             self._small[label] = None
         self._counts += other.counts
         self.batches += other.batches
@@ -369,9 +368,7 @@ class GramAccumulator:
             if label not in small and self._small[label] is not None:
                 rows = self._small_rows(label)
                 if rows is not None:
-                    self._ops.gram_update(
-                        self._gram, rows, torch.full((len(rows),), label, device=rows.device)
-                    )
+                    self._fold_rows(label, rows)
                 self._small[label] = None
         group.sum(self._gram, f"{where(self.layer)}class Grams")
         mine = {

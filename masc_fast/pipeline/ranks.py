@@ -26,6 +26,7 @@ __all__ = [
     "agree",
     "barrier",
     "current_group",
+    "data_parallel",
     "is_main",
     "on_main",
     "probe_distributed",
@@ -36,10 +37,26 @@ __all__ = [
 _ALONE = {"depth": 0}  # > 0 while rank 0 runs an on_main function: no collectives inside
 
 
-def current_group() -> RankGroup | None:
+def current_group(resume_hint: str | None = None) -> RankGroup | None:
     """The default process group when one of more than one rank is initialised (and this
-    is not rank 0 working alone inside :func:`on_main`), else None."""
-    return None if _ALONE["depth"] else resolve_group("auto")
+    is not rank 0 working alone inside :func:`on_main`), else None. ``resume_hint``: what
+    a :class:`~masc_fast.probing.distributed.RankFailure` says about resuming (default: the
+    probe's)."""
+    if _ALONE["depth"]:
+        return None
+    hint = {} if resume_hint is None else {"resume_hint": resume_hint}
+    return resolve_group("auto", **hint)
+
+
+def data_parallel(model, device, group: RankGroup | None):
+    """``model`` wrapped in DistributedDataParallel on ``group`` (``model`` itself alone)."""
+    if group is None:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def probe_distributed() -> bool | str:

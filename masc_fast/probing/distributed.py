@@ -45,12 +45,13 @@ class RankFailure(RuntimeError):
     """A collective of the distributed probe failed: another rank died or timed out."""
 
 
-def resolve_group(distributed) -> RankGroup | None:
+def resolve_group(distributed, resume_hint: str = _PROBE_RESUME) -> RankGroup | None:
     """The :class:`RankGroup` a probe runs on, or ``None`` for a local probe.
 
     ``"auto"``: the default process group when one is initialised and has more than one
     rank; ``True``: the default group, which must be initialised (one rank is allowed);
-    ``False``: local, even inside a process group.
+    ``False``: local, even inside a process group. ``resume_hint``: what
+    :class:`RankFailure` tells about resuming.
     """
     if distributed not in ("auto", True, False):
         raise ValueError(f"distributed must be 'auto', True or False, got {distributed!r}")
@@ -66,7 +67,7 @@ def resolve_group(distributed) -> RankGroup | None:
         )
     if not ready:
         return None
-    group = RankGroup()
+    group = RankGroup(resume_hint)
     return None if distributed == "auto" and group.size == 1 else group
 
 

@@ -58,7 +58,6 @@ class StoredLayer:
         )
         self.totals = {name: torch.zeros(num_classes, dtype=torch.float64) for name in label_sets}
         self.counts = {name: torch.zeros(num_classes, dtype=torch.int64) for name in label_sets}
-        self.local_counts = self.counts  # this rank's, once :meth:`reduce_across` summed them
 
     @property
     def label_sets(self) -> tuple[str, ...]:
@@ -94,7 +93,6 @@ class StoredLayer:
         (:class:`~masc_fast.probing.distributed.RankGroup`); the shards stay on their rank."""
         self.shards.flush()
         for name in self.label_sets:
-            self.local_counts[name] = self.counts[name].clone()
             group.sum(self.totals[name], f"layer {self.layer!r}: {name} class energies")
             group.sum(self.counts[name], f"layer {self.layer!r}: {name} row counts")
 

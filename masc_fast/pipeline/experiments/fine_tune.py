@@ -166,7 +166,7 @@ def fine_tune(
     list of dict
         Rows with :data:`masc_fast.pipeline.experiments.retrain_files.RETRAIN_METRIC_COLUMNS`, epoch 0 first.
     """
-    from masc_fast.pipeline.ranks import current_group, shard
+    from masc_fast.pipeline.ranks import current_group, data_parallel, shard
     from masc_fast.pipeline.runs.training import evaluate, train_epoch
 
     paths = work_paths(work)
@@ -178,12 +178,7 @@ def fine_tune(
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, momentum)
     group, part = current_group(), shard()  # under torchrun: DDP, rank 0 writes
     main = group is None or group.rank == 0
-    trained_model = model
-    if group is not None:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        trained_model = DistributedDataParallel(model, device_ids=ids)
+    trained_model = data_parallel(model, device, group)
     labels = (relabelling.relabels, trained.true_labels)
     train_loader = BatchLoader(
         trained.train,

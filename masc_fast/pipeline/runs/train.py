@@ -142,13 +142,13 @@ def train_run(
     """
     from masc_fast.data import BatchLoader, dataset_info, load_dataset
     from masc_fast.data.corruption import noisy_labels
+    from masc_fast.pipeline.ranks import current_group, shard
     from masc_fast.pipeline.runs.loading import run_inputs
     from masc_fast.pipeline.runs.train_prepared import TRAIN_RESUME, run_dir_state
-    from masc_fast.probing.distributed import RankGroup, resolve_group
 
     run_dir = Path(run_dir)
     recipe = config.recipe()
-    group = RankGroup(TRAIN_RESUME) if resolve_group("auto") is not None else None
+    group = current_group(TRAIN_RESUME)
     if run_dir_state(run_dir, config.to_dict(), recipe, resume, group) == "finished":
         return RunSummary.from_dict(read_json(run_paths(run_dir)["summary"]))
 
@@ -171,7 +171,7 @@ def train_run(
         device = torch.device("cuda", torch.cuda.current_device())  # torchrun's LOCAL_RANK
     model = _build_model(config, info)
     loader_device = device if device.type == "cuda" else None
-    shard = {"rank": group.rank, "world_size": group.size} if group is not None else {}
+    part = shard()  # under torchrun: this rank's part of every batch
     train_loader = BatchLoader(
         train,
         corrupted,
@@ -180,13 +180,13 @@ def train_run(
         shuffle=config.shuffle,
         seed=config.seed,
         device=loader_device,
-        **shard,
+        **part,
     )
     eval_size = max(_EVAL_BATCH_SIZE, recipe.batch_size)
     train_eval_loader = BatchLoader(
-        train, corrupted, true_labels, batch_size=eval_size, device=loader_device, **shard
+        train, corrupted, true_labels, batch_size=eval_size, device=loader_device, **part
     )
-    test_loader = BatchLoader(test, batch_size=eval_size, device=loader_device, **shard)
+    test_loader = BatchLoader(test, batch_size=eval_size, device=loader_device, **part)
     regularizers = parse_regularization(config.regularization)
     recorder = None
     if config.memorization:

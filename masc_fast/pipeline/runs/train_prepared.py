@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from masc_fast._io import atomic_write_text, read_json
+from masc_fast.pipeline.ranks import data_parallel, on_main
 from masc_fast.pipeline.runs.checkpoints import load_checkpoint
 from masc_fast.pipeline.runs.config import RunSummary
 from masc_fast.pipeline.runs.epoch_loop import EpochLoop, LoopFiles
@@ -85,7 +86,6 @@ def train_device(device: torch.device | str | None, amp: bool) -> torch.device:
 
 def run_dir_state(run_dir: Path, config: dict, recipe, resume: bool, group) -> str:
     """:func:`check_run_dir` on rank 0, its answer (or its error) on every rank."""
-    from masc_fast.pipeline.ranks import on_main
 
     def check():
         return check_run_dir(run_dir, config, recipe, resume)
@@ -215,12 +215,7 @@ def train_prepared(
     optimizer = make_optimizer(
         recipe.optimizer, model.parameters(), recipe.lr, momentum, weight_decay=weight_decay
     )
-    trained = model
-    if group is not None:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        trained = DistributedDataParallel(model, device_ids=ids)
+    trained = data_parallel(model, device, group)
     forward = torch.compile(trained) if compile else trained
     evaluated = forward  # evaluations skip DDP: no collectives on uneven eval shards
     if group is not None:
@@ -228,8 +223,12 @@ def train_prepared(
     if memorization is not None and not main:
         memorization = None  # rank 0 measures (its files are the run's)
     autocast = torch.bfloat16 if amp else None
-    passes = {"device": device, "autocast_dtype": autocast, "progress": progress and main}
-    passes["group"] = group
+    passes = {
+        "device": device,
+        "autocast_dtype": autocast,
+        "progress": progress and main,
+        "group": group,
+    }
     files = LoopFiles(
         last=paths["last"],
         final=paths["final"],
