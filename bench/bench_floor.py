@@ -23,8 +23,10 @@ layer of an MLP trained at p = 0.4, synthetic classes keeping 10 / 50 / 90 % of 
 * ``authors``: the authors' procedure (SPEC §5.2–5.3, ``_authors.py``): ``np.cov`` of the
   interleaved ±x rows, ``np.linalg.eigh``, float64 scoring in chunks of 100 rows with arccos.
 
-Rounds: engine and floor 3 (the median is reported; fit, predict and the floor's parts are
-medians of their own laps), reference and authors 1. The engine and the floor are warmed up
+Rounds: engine and floor at least 3, more on short workloads (as many as fill ~1.5 s, at most
+30, from one untimed full run: a 35 ms workload gets 30, so a burst of noise on the shared
+machine moves no median), the median reported (fit, predict and the floor's parts are medians
+of their own laps); reference and authors 1. The engine and the floor are warmed up
 on a few rows first (thread pools, the extension's import). The goal of the issue is
 engine / floor <= 1.15, with predictions equal to the float64 reference's on >= 99.9 % of
 test points and equal r_k.
@@ -68,6 +70,8 @@ from masc_fast.reference import fit_subspaces_ref, predict_ref
 
 VARIANCE = 0.99
 ROUNDS = 1 if QUICK else 3
+MAX_ROUNDS = 30
+FILL_SECONDS = 1.5  # short workloads get rounds enough to fill this (see the docstring)
 GRAM_ROWS = 1024  # rows per float32 Gram product (the engine's policy, see the docstring)
 METHODS = ("reference", "engine", "floor", "authors")
 _STATE: dict[str, dict] = {}  # per workload: the reference's answer, the engine's fit
@@ -78,6 +82,16 @@ def _state(workload: str) -> dict:
         _STATE.clear()  # one workload at a time, like its data
         _STATE[workload] = {}
     return _STATE[workload]
+
+
+def _rounds(run) -> int:
+    """Rounds for a method whose full run is ``run``: one untimed call measures it."""
+    if QUICK:
+        return ROUNDS
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    return max(ROUNDS, min(MAX_ROUNDS, int(FILL_SECONDS / max(seconds, 1e-3))))
 
 
 def _median_laps(laps: list[tuple[float, ...]]) -> list[float]:
@@ -205,7 +219,8 @@ def bench_floor(benchmark, workload, method, peak_memory, record):
         def run():
             laps.append(floor_parts(by_class, x_test, columns))
 
-        rounds = ROUNDS
+        rounds = _rounds(run)
+        laps.clear()
     else:
         runner = {"reference": _run_reference, "engine": _run_engine, "authors": _run_authors}
         if method == "engine":
@@ -215,7 +230,8 @@ def bench_floor(benchmark, workload, method, peak_memory, record):
         def run():
             return runner[method](data, laps)
 
-        rounds = ROUNDS if method == "engine" else 1
+        rounds = _rounds(run) if method == "engine" else 1
+        laps.clear()
     with peak_memory.measure():
         result = benchmark.pedantic(run, rounds=rounds, iterations=1)
     medians = _median_laps(laps)

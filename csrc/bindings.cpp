@@ -142,19 +142,20 @@ py::tuple subspace_scores(const py::array& x, const py::array& basis, const py::
 }
 
 template <typename TX, typename TG>
-void gram_update_typed(py::array& gram, const py::array& x, const py::array& labels,
-                       int64_t bucket_rows, int64_t block_cols, int threads) {
+double gram_update_typed(py::array& gram, const py::array& x, const py::array& labels,
+                         int64_t bucket_rows, int64_t block_cols, int64_t panel_cols,
+                         int threads) {
   const int64_t k = gram.shape(0), d = gram.shape(1), n = x.shape(0);
   TG* gram_ptr = static_cast<TG*>(gram.mutable_data());
   const TX* x_ptr = static_cast<const TX*>(x.data());
   const int64_t* label_ptr = static_cast<const int64_t*>(labels.data());
   py::gil_scoped_release release;
-  masc_fast::gram_update_cpu<TX, TG>(gram_ptr, k, d, x_ptr, n, label_ptr, bucket_rows, block_cols,
-                                     threads);
+  return masc_fast::gram_update_cpu<TX, TG>(gram_ptr, k, d, x_ptr, n, label_ptr, bucket_rows,
+                                            block_cols, panel_cols, threads);
 }
 
-void gram_update(py::array gram, const py::array& x, const py::array& labels,
-                 int64_t bucket_rows, int64_t block_cols, int threads) {
+double gram_update(py::array gram, const py::array& x, const py::array& labels,
+                   int64_t bucket_rows, int64_t block_cols, int threads, int64_t panel_cols) {
   if (!is_float(gram)) type_error("gram must be float32 or float64, got " + dtype_name(gram));
   if (!is_float(x)) type_error("x must be float32 or float64, got " + dtype_name(x));
   if (has_dtype<float>(gram) && has_dtype<double>(x)) {
@@ -175,6 +176,7 @@ void gram_update(py::array gram, const py::array& x, const py::array& labels,
                                        " entries, got shape " + shape_of(labels));
   MASC_CHECK(bucket_rows >= 1, "bucket_rows must be >= 1, got " + std::to_string(bucket_rows));
   MASC_CHECK(block_cols >= 1, "block_cols must be >= 1, got " + std::to_string(block_cols));
+  MASC_CHECK(panel_cols >= 0, "panel_cols must be >= 0, got " + std::to_string(panel_cols));
   check_threads(threads);
   check_blas_size(d, "gram.shape[1] (d)");
   check_blas_size(bucket_rows, "bucket_rows");
@@ -186,11 +188,14 @@ void gram_update(py::array gram, const py::array& x, const py::array& labels,
                    std::to_string(k) + " classes)");
   }
   if (has_dtype<double>(gram) && has_dtype<double>(x)) {
-    gram_update_typed<double, double>(gram, x, labels, bucket_rows, block_cols, threads);
+    return gram_update_typed<double, double>(gram, x, labels, bucket_rows, block_cols, panel_cols,
+        threads);
   } else if (has_dtype<double>(gram)) {
-    gram_update_typed<float, double>(gram, x, labels, bucket_rows, block_cols, threads);
+    return gram_update_typed<float, double>(gram, x, labels, bucket_rows, block_cols, panel_cols,
+        threads);
   } else {
-    gram_update_typed<float, float>(gram, x, labels, bucket_rows, block_cols, threads);
+    return gram_update_typed<float, float>(gram, x, labels, bucket_rows, block_cols, panel_cols,
+        threads);
   }
 }
 
@@ -246,11 +251,14 @@ call (masc_fast.backends.cpp_ops does).
 )doc";
 
 constexpr const char* kGramUpdateDoc = R"doc(
-gram_update(gram, x, labels, bucket_rows, block_cols, threads) -> None
+gram_update(gram, x, labels, bucket_rows, block_cols, threads, panel_cols=0) -> float
 
 gram[c] += X_c^T X_c in place for every class c in labels, by class buckets of <= bucket_rows
 rows flushed with BLAS SYRK (diagonal blocks) and GEMM (blocks above it), in column blocks of
-<= block_cols. gram: (k, d, d) float32/float64, writeable; x: (n, d) float32/float64 (float32
+<= block_cols; with 0 < panel_cols < block width, by GEMM sub-panels of panel_cols columns
+instead (each from row 0 through its diagonal block). Returns the largest |x| entry it read,
+or NaN when it met a NaN or Inf (that bucket is left out).
+gram: (k, d, d) float32/float64, writeable; x: (n, d) float32/float64 (float32
 rows may go into a float64 Gram); labels: (n,) int64 in [0, k). All c-contiguous.
 TypeError for a wrong dtype, ValueError for a wrong layout, shape or label.
 )doc";
@@ -277,5 +285,5 @@ PYBIND11_MODULE(_C, m) {
         py::arg("threads"), py::arg("complement") = py::none(), kSubspaceScoresDoc);
   m.def("gram_update", &gram_update, py::arg("gram").noconvert(), py::arg("x").noconvert(),
         py::arg("labels").noconvert(), py::arg("bucket_rows"), py::arg("block_cols"),
-        py::arg("threads"), kGramUpdateDoc);
+        py::arg("threads"), py::arg("panel_cols") = 0, kGramUpdateDoc);
 }

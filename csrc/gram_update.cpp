@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "blas.h"
@@ -141,39 +142,66 @@ void add_panel(TG* gram_c, int64_t d, const TX* panel, int64_t j0, int64_t j1, T
   }
 }
 
-template <typename TX, typename TG>
-void run_task(const Task& task, TG* gram, int64_t d, const TX* x, const ClassRows& rows,
-              int64_t bucket_rows, TX* bucket, TX* panel) {
-  const int64_t j0 = task.first_col, j1 = task.end_col, width = j1 - j0;
-  const int64_t* order = rows.order.data();
+// Panel rows 0..j1 of columns [j0, j1) of the bucket's Gram, column-major (ld j1): rows i < j0
+// by GEMM; the diagonal block's upper triangle by SYRK, or, in sub-panels of panel_cols, by
+// GEMMs that also fill the lower half of each small diagonal block (never read). Narrow panels
+// skip the products below the diagonal that one wide GEMM would do, and on small Grams (d <=
+// 256) a 32-wide GEMM panel runs faster than a SYRK of the whole block (bench/RESULTS.md).
+template <typename TX>
+void bucket_panel(const TX* bucket, int64_t m, int64_t j0, int64_t j1, int64_t panel_cols,
+                  TX* panel) {
   const int ld = static_cast<int>(j1);
+  if (panel_cols >= j1 - j0) {
+    if (j0 > 0) {
+      gemm<TX>('N', 'T', static_cast<int>(j0), static_cast<int>(j1 - j0), static_cast<int>(m),
+               TX(1), bucket, ld, bucket + j0, ld, TX(0), panel, ld);
+    }
+    syrk<TX>('U', 'N', static_cast<int>(j1 - j0), static_cast<int>(m), TX(1), bucket + j0, ld,
+             TX(0), panel + j0, ld);
+    return;
+  }
+  for (int64_t p0 = j0; p0 < j1; p0 += panel_cols) {
+    const int64_t p1 = std::min(j1, p0 + panel_cols);
+    // Rows 0..p1 of columns p0..p1: Z[0:p1, :] . Z[p0:p1, :]^T into the panel's columns p0..p1.
+    gemm<TX>('N', 'T', static_cast<int>(p1), static_cast<int>(p1 - p0), static_cast<int>(m),
+             TX(1), bucket, ld, bucket + p0, ld, TX(0), panel + (p0 - j0) * j1, ld);
+  }
+}
+
+// Returns the largest |entry| the task gathered (NaN or Inf if it met one: that bucket is then
+// left out, and the caller reports the rows).
+template <typename TX, typename TG>
+TX run_task(const Task& task, TG* gram, int64_t d, const TX* x, const ClassRows& rows,
+            int64_t bucket_rows, int64_t panel_cols, TX* bucket, TX* panel) {
+  const int64_t j0 = task.first_col, j1 = task.end_col;
+  const int64_t* order = rows.order.data();
+  TX task_peak = TX(0);
   for (int64_t s = rows.start[task.label]; s < rows.start[task.label + 1]; s += bucket_rows) {
     const int64_t m = std::min(bucket_rows, rows.start[task.label + 1] - s);
-    const int exponent = rescale_exponent(gather_rows(bucket, x, order + s, m, d, j1));
+    const TX peak = gather_rows(bucket, x, order + s, m, d, j1);
+    if (!(peak <= std::numeric_limits<TX>::max())) return peak;  // NaN or Inf
+    task_peak = std::max(task_peak, peak);
+    const int exponent = rescale_exponent(peak);
     if (exponent != 0) {
       const TX down = std::ldexp(TX(1), -exponent);
       for (int64_t e = 0; e < m * j1; ++e) bucket[e] *= down;
     }
     const TG factor = std::ldexp(TG(1), 2 * exponent);  // undoes the bucket's scale, squared
     // The bucket, row-major m x j1, is column-major Z = X_bucket^T (j1 x m, ld j1).
-    // Panel rows 0..j0: Z[0:j0, :] . Z[j0:j1, :]^T; rows j0..j1: upper(Z[j0:j1] . Z[j0:j1]^T).
-    if (j0 > 0) {
-      gemm<TX>('N', 'T', static_cast<int>(j0), static_cast<int>(width), static_cast<int>(m),
-               TX(1), bucket, ld, bucket + j0, ld, TX(0), panel, ld);
-    }
-    syrk<TX>('U', 'N', static_cast<int>(width), static_cast<int>(m), TX(1), bucket + j0, ld,
-             TX(0), panel + j0, ld);
+    bucket_panel(bucket, m, j0, j1, panel_cols, panel);
     add_panel(gram + task.label * d * d, d, panel, j0, j1, factor);
   }
+  return task_peak;
 }
 
 }  // namespace
 
 template <typename TX, typename TG>
-void gram_update_cpu(TG* gram, int64_t k, int64_t d, const TX* x, int64_t n,
-                     const int64_t* labels, int64_t bucket_rows, int64_t block_cols,
-                     int threads) {
-  if (n == 0) return;
+double gram_update_cpu(TG* gram, int64_t k, int64_t d, const TX* x, int64_t n,
+                       const int64_t* labels, int64_t bucket_rows, int64_t block_cols,
+                       int64_t panel_cols, int threads) {
+  if (n == 0) return 0.0;
+  if (panel_cols < 1) panel_cols = block_cols;
   const ClassRows rows = sort_by_class(labels, n, k);
   const std::vector<Task> tasks = make_tasks(rows, k, d, block_cols);
   const int workers = worker_count(threads);
@@ -181,21 +209,32 @@ void gram_update_cpu(TG* gram, int64_t k, int64_t d, const TX* x, int64_t n,
   const size_t panel_size = static_cast<size_t>(d) * std::min(block_cols, d);
   std::vector<TX> buckets(workers * bucket_size);
   std::vector<TX> panels(workers * panel_size);
+  std::vector<TX> peaks(workers, TX(0));
+  std::vector<uint8_t> nonfinite(workers, 0);
   const int64_t count = static_cast<int64_t>(tasks.size());
 
 #pragma omp parallel for num_threads(workers) schedule(dynamic, 1)
   for (int64_t t = 0; t < count; ++t) {
     const size_t w = static_cast<size_t>(worker_index());
-    run_task(tasks[t], gram, d, x, rows, bucket_rows, buckets.data() + w * bucket_size,
-             panels.data() + w * panel_size);
+    const TX peak = run_task(tasks[t], gram, d, x, rows, bucket_rows, panel_cols,
+                             buckets.data() + w * bucket_size, panels.data() + w * panel_size);
+    if (peak <= std::numeric_limits<TX>::max()) {
+      peaks[w] = std::max(peaks[w], peak);
+    } else {
+      nonfinite[w] = 1;
+    }
   }
+  for (int w = 0; w < workers; ++w) {
+    if (nonfinite[w]) return std::numeric_limits<double>::quiet_NaN();
+  }
+  return static_cast<double>(*std::max_element(peaks.begin(), peaks.end()));
 }
 
-template void gram_update_cpu<float, float>(float*, int64_t, int64_t, const float*, int64_t,
-                                            const int64_t*, int64_t, int64_t, int);
-template void gram_update_cpu<float, double>(double*, int64_t, int64_t, const float*, int64_t,
-                                             const int64_t*, int64_t, int64_t, int);
-template void gram_update_cpu<double, double>(double*, int64_t, int64_t, const double*, int64_t,
-                                              const int64_t*, int64_t, int64_t, int);
+template double gram_update_cpu<float, float>(float*, int64_t, int64_t, const float*, int64_t,
+                                            const int64_t*, int64_t, int64_t, int64_t, int);
+template double gram_update_cpu<float, double>(double*, int64_t, int64_t, const float*, int64_t,
+                                             const int64_t*, int64_t, int64_t, int64_t, int);
+template double gram_update_cpu<double, double>(double*, int64_t, int64_t, const double*, int64_t,
+                                              const int64_t*, int64_t, int64_t, int64_t, int);
 
 }  // namespace masc_fast

@@ -95,10 +95,14 @@ def check_activations(
     layer: str | None = None,
     batch: int | None = None,
     dim: int | None = None,
+    finite: bool = True,
 ) -> torch.Tensor:
-    """Check a (n, d) float activation block: shape, dtype, finiteness; returns it as is."""
+    """Check a (n, d) float activation block: shape, dtype and (``finite``) finiteness;
+    returns it as is. ``finite=False``: the caller's own pass over the rows checks it."""
     prefix = where(layer, batch)
     _check_activation_type(x, prefix, layer, batch, dim)
+    if not finite:
+        return x
     # A sum is finite iff no NaN/Inf is in it, unless finite values overflow it; a sum is one
     # fast reduction, the elementwise mask (the exact test and the fallback) is 4x slower.
     if x.numel() and bool(torch.isfinite(x.sum())):

@@ -237,28 +237,33 @@ _GRAM_DTYPES = [
     pytest.param(np.float64, np.float64, id="float64"),
     pytest.param(np.float32, np.float32, id="float32"),
 ]
-# (n, d, k, bucket_rows, block_cols): one row, d = 1, d prime with several column blocks and
-# buckets, K = 1, K = 200, block wider than d.
+# (n, d, k, bucket_rows, block_cols, panel_cols): one row, d = 1, d prime with several column
+# blocks and buckets, K = 1, K = 200, block wider than d; GEMM sub-panels (panel_cols > 0)
+# narrower than a block, not dividing it, of one column, and as wide as the block.
 _GRAM_SHAPES = [
-    pytest.param(1, 5, 3, 4, 2, id="n1-d5-k3"),
-    pytest.param(50, 1, 2, 8, 1, id="n50-d1-k2"),
-    pytest.param(301, 97, 4, 32, 40, id="n301-d97prime-buckets-blocks"),
-    pytest.param(120, 33, 1, 16, 64, id="n120-d33-k1"),
-    pytest.param(2000, 24, 200, 8, 7, id="n2000-d24-k200"),
+    pytest.param(1, 5, 3, 4, 2, 0, id="n1-d5-k3"),
+    pytest.param(50, 1, 2, 8, 1, 0, id="n50-d1-k2"),
+    pytest.param(301, 97, 4, 32, 40, 0, id="n301-d97prime-buckets-blocks"),
+    pytest.param(120, 33, 1, 16, 64, 0, id="n120-d33-k1"),
+    pytest.param(2000, 24, 200, 8, 7, 0, id="n2000-d24-k200"),
+    pytest.param(301, 97, 4, 32, 40, 16, id="n301-d97prime-panels16"),
+    pytest.param(500, 130, 3, 64, 512, 32, id="n500-d130-one-block-panels32"),
+    pytest.param(90, 9, 2, 16, 9, 1, id="n90-d9-panels1"),
+    pytest.param(90, 12, 2, 16, 6, 6, id="n90-d12-panel-is-block"),
 ]
 
 
 @pytest.mark.parametrize("threads", _THREADS)
 @pytest.mark.parametrize(("x_dtype", "gram_dtype"), _GRAM_DTYPES)
-@pytest.mark.parametrize(("n", "d", "k", "bucket_rows", "block_cols"), _GRAM_SHAPES)
+@pytest.mark.parametrize(("n", "d", "k", "bucket_rows", "block_cols", "panel_cols"), _GRAM_SHAPES)
 def test_gram_update_matches_reference(
-    ext, one_blas_thread, n, d, k, bucket_rows, block_cols, x_dtype, gram_dtype, threads
+    ext, one_blas_thread, n, d, k, bucket_rows, block_cols, panel_cols, x_dtype, gram_dtype, threads
 ):
     rng = np.random.default_rng(n * 7 + d)
     x = rng.standard_normal((n, d)).astype(x_dtype)
     labels = rng.integers(0, k, n).astype(np.int64)
     gram = np.zeros((k, d, d), dtype=gram_dtype)
-    ext.gram_update(gram, x, labels, bucket_rows, block_cols, threads)
+    ext.gram_update(gram, x, labels, bucket_rows, block_cols, threads, panel_cols)
     _assert_gram(gram, x, labels, x_dtype)
 
 
@@ -472,6 +477,7 @@ def _gram_args():
         ),
         pytest.param({"bucket_rows": 0}, ValueError, "bucket_rows", id="bucket-zero"),
         pytest.param({"block_cols": 0}, ValueError, "block_cols", id="block-cols-zero"),
+        pytest.param({"panel_cols": -1}, ValueError, "panel_cols", id="panel-cols-negative"),
         pytest.param({"threads": 0}, ValueError, "threads", id="threads-zero"),
     ],
 )
@@ -635,6 +641,14 @@ def test_cpp_ops_block_heuristics(ext):
     assert cpp_ops.gram_blocks(200, 512, 4, 2) == (1024, 512)
     assert cpp_ops.gram_blocks(1, 784, 4, 2) == (1024, 98)  # 8 column blocks for 2 workers
     assert cpp_ops.gram_blocks(10, 16384, 4, 2) == (256, 512)  # 16 MiB bucket
+    assert [cpp_ops.gram_panel_cols(d) for d in (1, 256, 257, 512, 513, 4096)] == [
+        16,
+        16,
+        32,
+        32,
+        0,
+        0,
+    ]
 
 
 def test_cpp_ops_is_available(ext):

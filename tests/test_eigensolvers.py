@@ -7,7 +7,12 @@ import torch
 from _compare import assert_close_report
 
 from masc_fast.linalg.eigensolvers import class_eigh
-from masc_fast.linalg.spectra import components_for_variance, exact_eigh
+from masc_fast.linalg.spectra import (
+    components_for_variance,
+    exact_class_eigen,
+    exact_class_eigens,
+    exact_eigh,
+)
 from masc_fast.testing.synthetic import structured_classes
 
 # ---------------------------------------------------------------- components_for_variance
@@ -366,3 +371,30 @@ def test_class_eighs_follows_the_class_before_it():
         assert_close_report(
             _projector(eigen.vectors), _projector(alone.vectors), 1e-5, 0.0, f"class {label}"
         )
+
+
+@pytest.mark.parametrize("variance", [0.99, 0.5, 3.0])
+def test_batched_exact_equals_one_class_at_a_time(variance):
+    """One batched eigh and vectorised counts (the path of every narrow layer) give bitwise the
+    per-class solver's eigenpairs, totals, ranks and kept vectors, rank bounds and an all-zero
+    Gram included."""
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        dim, classes = [int(v) for v in torch.randint(1, 160, (2,), generator=generator)]
+        classes = classes % 11 + 1
+        rank = int(torch.randint(1, dim + 1, (1,), generator=generator))
+        shape = (classes, 3 * dim, rank)
+        rows = torch.randn(shape, generator=generator, dtype=torch.float64) @ torch.randn(
+            (classes, rank, dim), generator=generator, dtype=torch.float64
+        )
+        grams = rows.transpose(1, 2) @ rows
+        if trial % 4 == 0:
+            grams[0] = 0
+        bounds = torch.randint(0, dim + 1, (classes,), generator=generator).tolist()
+        batch = exact_class_eigens(grams, variance=variance, rank_bounds=bounds)
+        for label in range(classes):
+            one = exact_class_eigen(grams[label], variance=variance, rank_bound=bounds[label])
+            mine = batch[label]
+            assert (mine.total, mine.rank_cap, mine.method) == (one.total, one.rank_cap, "exact")
+            assert torch.equal(mine.values, one.values)
+            assert torch.equal(mine.vectors, one.vectors)

@@ -92,6 +92,80 @@ def test_accumulator_nan_names_layer_and_batch():
         accumulator.update(bad, torch.tensor([0, 1, 0, 1]))
 
 
+def _cpp_accumulator(**kwargs) -> GramAccumulator:
+    from masc_fast.backends import cpp_ops
+
+    available, reason = cpp_ops.is_available()
+    if not available:
+        pytest.skip(reason)
+    return GramAccumulator(3, 4, backend="cpp", layer="fc1", **kwargs)
+
+
+def _big_batch(rows: int, seed: int):
+    """A batch flushed at once on its own: the C++ Gram pass is its finiteness check."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 4, generator=generator)
+    return x, torch.arange(rows) % 3
+
+
+def _raises_bad_row(*, batch: int, kind: str, rows: int, row: int):
+    """The usual non-finite error for one bad row of layer 'fc1'."""
+    return pytest.raises(
+        ValueError,
+        match=rf"layer 'fc1', batch {batch}: activations contain {kind} values in 1 of "
+        rf"{rows} rows \(first bad row {row}\)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [(float("nan"), "NaN"), (float("inf"), "inf"), (-float("inf"), "inf")]
+)
+@pytest.mark.parametrize("rows_in", ["large class", "small kept class"])
+def test_big_batch_checked_by_the_gram_pass_names_the_batch_and_changes_nothing(
+    value, kind, rows_in
+):
+    """A batch large enough to flush alone skips the separate finiteness pass (the C++ Gram
+    pass reads every entry); a NaN or Inf in it, in a class's Gram rows or in the rows a
+    class with fewer than d rows keeps, still raises the usual error naming layer, batch and
+    rows, and leaves the accumulator as it was before the batch."""
+    accumulator = _cpp_accumulator()
+    first, labels = _big_batch(accumulator._flush_rows, seed=0)
+    accumulator.update(first, labels)
+    before = (accumulator.gram.clone(), accumulator.counts.clone(), accumulator.batches)
+    bad, bad_labels = _big_batch(accumulator._flush_rows, seed=1)
+    assert accumulator._defers_finite_check(bad)  # the path under test
+    if rows_in == "small kept class":  # class 2 gets 2 rows only: kept, not in its Gram yet
+        fresh = _cpp_accumulator()
+        bad_labels = torch.where(bad_labels == 2, 0, bad_labels)
+        bad_labels[[5, 9]] = 2
+        bad[9, 1] = value
+        with _raises_bad_row(batch=0, kind=kind, rows=len(bad), row=9):
+            fresh.update(bad, bad_labels)
+        assert fresh.counts.tolist() == [0, 0, 0] and fresh.batches == 0
+        return
+    bad[7, 3] = value
+    with _raises_bad_row(batch=1, kind=kind, rows=len(bad), row=7):
+        accumulator.update(bad, bad_labels)
+    assert torch.equal(accumulator.gram, before[0])
+    assert torch.equal(accumulator.counts, before[1]) and accumulator.batches == before[2]
+    # and it goes on as if the bad batch had never come
+    good, good_labels = _big_batch(accumulator._flush_rows, seed=2)
+    accumulator.update(good, good_labels)
+    expected = _cpp_accumulator()
+    expected.update(first, labels)
+    expected.update(good, good_labels)
+    assert torch.equal(accumulator.gram, expected.gram)
+    assert accumulator.batches == expected.batches == 2
+
+
+def test_big_batch_of_huge_finite_values_passes_the_gram_pass_check():
+    accumulator = _cpp_accumulator()
+    x, labels = _big_batch(accumulator._flush_rows, seed=3)
+    accumulator.update(x * 3e37, labels)
+    assert accumulator.counts.sum() == len(x)
+    assert bool(torch.isfinite(accumulator.gram).all())
+
+
 def test_huge_finite_activations_pass_and_opposite_infs_are_caught():
     # The finiteness check sums first: huge finite values overflow that sum and must still pass,
     # and +Inf with -Inf (whose sum is NaN) must still be reported as Inf.

@@ -34,6 +34,7 @@ __all__ = [
     "default_threads",
     "describe",
     "gram_blocks",
+    "gram_panel_cols",
     "gram_update",
     "is_available",
     "scoring_block_rows",
@@ -54,6 +55,12 @@ _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS = 128, 512
 _BUCKET_BYTES = 16 * 2**20
 _MAX_BUCKET_ROWS, _MIN_BUCKET_ROWS = 1024, 64
 _BLOCK_COLS, _MIN_BLOCK_COLS = 512, 64
+# Narrow Grams (d <= 512) go as GEMM sub-panels of 16 (d <= 256) or 32 columns instead of one
+# SYRK per block: a SYRK of a small block runs no faster than the square GEMM, while the
+# sub-panels skip most products below the diagonal (60 000 x 128 into 10 classes: 29.6 -> 19.7
+# ms, the floor's grouped GEMMs 19.7 ms; python bench/sweep_cpu_blocks.py panels, recorded in
+# bench/RESULTS.md, "Gram panels").
+_PANEL_COLS = ((256, 16), (512, 32))
 
 
 #: What this adapter imports, lazily (:func:`masc_fast.backends.optional_import`).
@@ -151,6 +158,15 @@ def gram_blocks(num_classes: int, dim: int, itemsize: int, threads: int) -> tupl
     if wanted_blocks > 1:
         block_cols = max(_MIN_BLOCK_COLS, -(-dim // wanted_blocks))
     return bucket_rows, min(block_cols, dim)
+
+
+def gram_panel_cols(dim: int) -> int:
+    """GEMM sub-panel width for :func:`gram_update` on a ``dim``-wide Gram; 0: one SYRK per
+    column block (wide Grams, where it is the faster)."""
+    for widest, cols in _PANEL_COLS:
+        if dim <= widest:
+            return cols
+    return 0
 
 
 def _check_cpu_float(name: str, tensor: torch.Tensor, ndim: int) -> None:
@@ -266,12 +282,13 @@ def subspace_scores(
 
 def gram_update(
     gram: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, threads: int | None = None
-) -> None:
+) -> float:
     r"""Add ``X_kᵀ X_k`` to ``gram[k]`` for every class k present in ``y`` (in place), on CPU.
 
     Rows are bucketed per class (a counting sort, no copy of ``x``) and each bucket of at most
     1024 rows is folded in with BLAS SYRK on the diagonal blocks and GEMM above them, in
-    column blocks spread over ``threads`` OpenMP workers (:func:`gram_blocks`).
+    column blocks spread over ``threads`` OpenMP workers (:func:`gram_blocks`); Grams up to
+    512 wide by narrow GEMM sub-panels instead (:func:`gram_panel_cols`).
 
     Parameters
     ----------
@@ -285,6 +302,13 @@ def gram_update(
         Labels in ``[0, K)``.
     threads : int, optional
         OpenMP workers; default :func:`default_threads`.
+
+    Returns
+    -------
+    float
+        The largest ``|x|`` entry read (every entry of ``x``), or NaN when ``x`` holds a NaN or
+        an Inf: the buckets holding one are left out of the Gram, so a caller that relies on
+        this as its finiteness check must restore the Grams (``GramAccumulator`` does).
 
     Raises
     ------
@@ -305,6 +329,7 @@ def gram_update(
     >>> gram = torch.zeros(2, 2, 2, dtype=torch.float64)
     >>> x = torch.tensor([[1.0, 2.0], [3.0, 0.0]], dtype=torch.float64)
     >>> cpp_ops.gram_update(gram, x, torch.tensor([0, 1]))
+    3.0
     >>> gram[0]
     tensor([[1., 2.],
             [2., 4.]], dtype=torch.float64)
@@ -323,11 +348,12 @@ def gram_update(
     threads = _threads(threads)
     bucket_rows, block_cols = gram_blocks(gram.shape[0], gram.shape[1], x.element_size(), threads)
     with torch.no_grad(), _single_threaded_blas():
-        ext.gram_update(
+        return ext.gram_update(
             gram.detach().numpy(),
             x.detach().contiguous().numpy(),
             y.contiguous().numpy(),
             bucket_rows,
             block_cols,
             threads,
+            gram_panel_cols(gram.shape[1]),
         )

@@ -17,7 +17,14 @@ import logging
 
 import torch
 
-from masc_fast.linalg.eigensolvers import MAX_ITERATIONS, check_method, class_eigh, uses_partial
+from masc_fast.linalg.eigensolvers import (
+    MAX_ITERATIONS,
+    all_exact,
+    check_method,
+    class_eigh,
+    exact_only,
+    uses_partial,
+)
 from masc_fast.linalg.spectra import ClassEigen, exact_class_eigen
 from masc_fast.linalg.subspace_iteration import (
     RitzRule,
@@ -188,6 +195,8 @@ def class_eigh_batched(
     list of ClassEigen or None, length K
     """
     check_method(method)
+    if exact_only(method, grams.shape[-1]):
+        return all_exact(grams, variance=variance, counts=counts)
     dim = grams.shape[-1]
     counts = [int(count) for count in counts]
     totals = grams.diagonal(dim1=-2, dim2=-1).to(torch.float64).sum(-1).tolist()

@@ -31,7 +31,12 @@ import logging
 import torch
 
 from masc_fast.linalg.mixed_eigh import certified_class_eigen
-from masc_fast.linalg.spectra import ClassEigen, components_for_variance, exact_class_eigen
+from masc_fast.linalg.spectra import (
+    ClassEigen,
+    components_for_variance,
+    exact_class_eigen,
+    exact_class_eigens,
+)
 from masc_fast.linalg.subspace_iteration import (
     MAX_BLOCK_FRACTION,
     DenseGram,
@@ -44,9 +49,11 @@ from masc_fast.linalg.subspace_iteration import (
 __all__ = [
     "MAX_ITERATIONS",
     "METHODS",
+    "all_exact",
     "check_method",
     "class_eigh",
     "class_eighs",
+    "exact_only",
     "partial_eigh",
     "uses_partial",
 ]
@@ -153,6 +160,33 @@ def class_eigh(
     return exact_class_eigen(gram, variance=variance, rank_bound=rank_bound)
 
 
+def exact_only(method: str, dim: int) -> bool:
+    """Whether ``method`` sends every class of a ``dim``-wide layer to exact eigh: "exact",
+    or "auto" up to d = 256 (:func:`uses_partial`)."""
+    return method == "exact" or (method == "auto" and dim <= _EXACT_MAX_DIM)
+
+
+def all_exact(grams, *, variance: float, counts) -> list[ClassEigen | None]:
+    """Every class with rows by exact eigh, solved as one batch
+    (:func:`~masc_fast.linalg.spectra.exact_class_eigens`); ``None`` where ``counts[k] == 0``."""
+    counts = [int(count) for count in counts]
+    present = [label for label, count in enumerate(counts) if count]
+    if not present:
+        return [None] * len(counts)
+    dim = grams[0].shape[-1]
+    if isinstance(grams, torch.Tensor) and len(present) == grams.shape[0]:
+        stack = grams
+    else:
+        stack = torch.stack([grams[label] for label in present])
+    solved = exact_class_eigens(
+        stack, variance=variance, rank_bounds=[min(counts[label], dim) for label in present]
+    )
+    eigens: list[ClassEigen | None] = [None] * len(counts)
+    for label, eigen in zip(present, solved):
+        eigens[label] = eigen
+    return eigens
+
+
 def class_eighs(
     grams,
     *,
@@ -170,8 +204,11 @@ def class_eighs(
     shape of their spectrum, and a partial attempt that gives up costs ~40 % of an exact eigh
     (Fashion-MNIST pixels, r_k = 214-380 of 784: 0.037 s against 0.087 s per class). A class
     keeping few components sends the next one back to the partial solver. Same components
-    either way (the solvers agree within ``tol``).
+    either way (the solvers agree within ``tol``). Where every class is solved exactly
+    (``"exact"``, or ``"auto"`` up to d = 256) they are solved as one batch.
     """
+    if len(grams) and exact_only(method, grams[0].shape[-1]):
+        return all_exact(grams, variance=variance, counts=counts)
     eigens: list[ClassEigen | None] = []
     follow_exact = False
     for gram, count in zip(grams, counts):

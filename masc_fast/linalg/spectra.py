@@ -15,6 +15,7 @@ __all__ = [
     "ClassEigen",
     "components_for_variance",
     "exact_class_eigen",
+    "exact_class_eigens",
     "exact_eigh",
     "numerical_rank",
     "scored_through_complement",
@@ -80,3 +81,37 @@ def exact_class_eigen(gram: torch.Tensor, *, variance: float, rank_bound: int) -
     keep = components_for_variance(values, total, variance, rank_cap)
     kept = vectors if scored_through_complement(keep, gram.shape[0]) else vectors[:, :keep]
     return ClassEigen(values[:rank_cap], kept, total, rank_cap, "exact")
+
+
+def exact_class_eigens(
+    grams: torch.Tensor, *, variance: float, rank_bounds: list[int]
+) -> list[ClassEigen]:
+    """:func:`exact_class_eigen` for each Gram of a (m, d, d) stack, from one batched ``eigh``
+    and one vectorised pass over the spectra: the same eigenpairs, counts and vectors per
+    class (LAPACK solves each matrix alone), without m rounds of small tensor ops, which on
+    narrow layers (d = 128: ~1.3 ms per eigh) cost a visible share of the solve."""
+    if grams.shape[0] == 0:
+        return []
+    dim = grams.shape[-1]
+    values, ascending = torch.linalg.eigh(grams.to(torch.float64))
+    values = values.flip(-1).clamp_min_(0.0)
+    totals = values.sum(-1)
+    ranks = (values > values[:, :1] * dim * torch.finfo(torch.float64).eps).sum(-1)
+    ranks = torch.minimum(ranks, torch.tensor(rank_bounds, dtype=ranks.dtype, device=ranks.device))
+    ranks = torch.where(values[:, 0] > 0, ranks, torch.zeros_like(ranks))
+    if variance >= 1:
+        keeps = torch.minimum(ranks, torch.full_like(ranks, int(variance)))
+    else:
+        ratios = torch.cumsum(values, -1) / totals[:, None]
+        keeps = torch.minimum((ratios <= variance).sum(-1) + 1, ranks)
+    keeps = torch.where(totals > 0, keeps, torch.zeros_like(keeps))
+    eigens = []
+    for index, (total, rank_cap, keep) in enumerate(
+        zip(totals.tolist(), ranks.tolist(), keeps.tolist())
+    ):
+        # Only the columns kept are reversed (a copy): the trailing ones, or all d when the
+        # class is scored through its complement.
+        width = dim if scored_through_complement(keep, dim) else keep
+        kept = ascending[index, :, dim - width :].flip(-1)
+        eigens.append(ClassEigen(values[index, :rank_cap], kept, total, rank_cap, "exact"))
+    return eigens
