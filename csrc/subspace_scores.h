@@ -26,11 +26,13 @@
 //
 // Work split: rows are cut into blocks of `block_rows`; OpenMP threads take blocks dynamically.
 // A thread computes its block's projection P = X_blk . U with one single-threaded BLAS GEMM into
-// its own tile (block_rows x R, dtype T), then, while the tile is still in cache, the squared
-// segment sums, the ratio and the argmax of each row. The products are in T (float32 GEMM for
-// float32 rows); energies and norms accumulate in double.
-// Memory: threads x block_rows x R x sizeof(T) of tiles, allocated before the parallel region
-// (std::bad_alloc surfaces as MemoryError, never inside a thread). Never n x R.
+// its own tile (block_rows x R, dtype T, column-major), then, while the tile is still in cache,
+// each class's energies summed along the block's rows (contiguous, full vector width; the
+// epilogue is compiled per vector width, simd.h), and the ratio and argmax of each row. The
+// products are in T (float32 GEMM for float32 rows); energies and norms accumulate in double.
+// Memory: threads x block_rows x (R x sizeof(T) + k x 8) of tiles and energies, allocated
+// before the parallel region (std::bad_alloc surfaces as MemoryError, never inside a thread).
+// Never n x R.
 // Limits: d, R and block_rows below 2^31 (LP64 BLAS); the BLAS table must be loaded.
 #pragma once
 

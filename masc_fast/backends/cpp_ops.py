@@ -229,9 +229,10 @@ def subspace_scores(
     Notes
     -----
     One fused pass: each worker multiplies a block of rows by the bases with one
-    single-threaded BLAS GEMM into its own tile, then sums the squared segments, the ratio to
-    ‖x_i‖² and the argmax while the tile is in cache (energies and norms in float64). Extra
-    memory is ``threads × block_rows × R`` elements, never O(n × R).
+    single-threaded BLAS GEMM into its own (column-major) tile, then sums each class's squared
+    columns along the rows, the ratio to ‖x_i‖² and the argmax while the tile is in cache
+    (energies and norms in float64). Extra memory is ``threads × block_rows × R`` elements and
+    ``threads × block_rows × K`` float64, never O(n × R).
 
     Examples
     --------
