@@ -398,3 +398,33 @@ def test_batched_exact_equals_one_class_at_a_time(variance):
             assert (mine.total, mine.rank_cap, mine.method) == (one.total, one.rank_cap, "exact")
             assert torch.equal(mine.values, one.values)
             assert torch.equal(mine.vectors, one.vectors)
+
+
+def test_narrow_layer_classes_solved_in_bounded_batches(monkeypatch):
+    """``class_eighs`` on a narrow layer solves its classes in batches of bounded bytes (here 3
+    Grams a batch), skipping absent classes, and returns what one class at a time gives."""
+    from masc_fast.linalg import eigensolvers
+
+    dim = 24
+    monkeypatch.setattr(eigensolvers, "_EXACT_BATCH_BYTES", 3 * 8 * dim * dim)
+    generator = torch.Generator().manual_seed(5)
+    rows = torch.randn(8, 40, dim, generator=generator, dtype=torch.float64)
+    grams = rows.transpose(1, 2) @ rows
+    counts = [40, 0, 40, 40, 0, 40, 40, 40]
+    sizes = []
+    solve = eigensolvers.exact_class_eigens
+
+    def counted(stack, **kwargs):
+        sizes.append(stack.shape[0])
+        return solve(stack, **kwargs)
+
+    monkeypatch.setattr(eigensolvers, "exact_class_eigens", counted)
+    solved = eigensolvers.class_eighs(grams, variance=0.9, counts=counts, method="exact")
+    assert sizes == [3, 3]  # six present classes, three Grams a batch
+    for label, count in enumerate(counts):
+        if not count:
+            assert solved[label] is None
+            continue
+        one = exact_class_eigen(grams[label], variance=0.9, rank_bound=dim)
+        assert torch.equal(solved[label].vectors, one.vectors)
+        assert torch.equal(solved[label].values, one.values)

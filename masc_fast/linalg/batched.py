@@ -20,9 +20,9 @@ import torch
 from masc_fast.linalg.eigensolvers import (
     MAX_ITERATIONS,
     all_exact,
+    batches_exact,
     check_method,
     class_eigh,
-    exact_only,
     uses_partial,
 )
 from masc_fast.linalg.spectra import ClassEigen, exact_class_eigen
@@ -195,7 +195,7 @@ def class_eigh_batched(
     list of ClassEigen or None, length K
     """
     check_method(method)
-    if exact_only(method, grams.shape[-1]):
+    if batches_exact(method, grams.shape[-1]):
         return all_exact(grams, variance=variance, counts=counts)
     dim = grams.shape[-1]
     counts = [int(count) for count in counts]

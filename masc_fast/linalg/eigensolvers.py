@@ -50,10 +50,10 @@ __all__ = [
     "MAX_ITERATIONS",
     "METHODS",
     "all_exact",
+    "batches_exact",
     "check_method",
     "class_eigh",
     "class_eighs",
-    "exact_only",
     "partial_eigh",
     "uses_partial",
 ]
@@ -69,6 +69,7 @@ METHODS = ("auto", "exact", "partial", "fp32")
 # At d=784 with r_k ~ 20 the partial solver fits 10 classes in 0.12 s against 1.0 s exact
 # (bench/RESULTS.md); where r_k is large it gives up after a few cheap iterations.
 _EXACT_MAX_DIM = 256
+_EXACT_BATCH_BYTES = 64 * 2**20  # Grams per batched exact solve (all_exact)
 #: Rayleigh–Ritz steps before the partial solvers give up (exact eigh runs instead).
 MAX_ITERATIONS = 60
 
@@ -160,30 +161,32 @@ def class_eigh(
     return exact_class_eigen(gram, variance=variance, rank_bound=rank_bound)
 
 
-def exact_only(method: str, dim: int) -> bool:
-    """Whether ``method`` sends every class of a ``dim``-wide layer to exact eigh: "exact",
-    or "auto" up to d = 256 (:func:`uses_partial`)."""
-    return method == "exact" or (method == "auto" and dim <= _EXACT_MAX_DIM)
+def batches_exact(method: str, dim: int) -> bool:
+    """Whether every class of a ``dim``-wide layer goes to exact eigh ("exact", or "auto" up to
+    d = 256, :func:`uses_partial`) and is narrow enough for a batched solve to pay: up to
+    d = 256 the tensor ops around each eigh are a visible share of it; wider, eigh's O(d³)
+    dwarfs them, and a stack of K d × d copies would only cost memory."""
+    return method in ("exact", "auto") and dim <= _EXACT_MAX_DIM
 
 
 def all_exact(grams, *, variance: float, counts) -> list[ClassEigen | None]:
-    """Every class with rows by exact eigh, solved as one batch
+    """Every class with rows by exact eigh, solved in batches of at most 64 MiB of Grams
     (:func:`~masc_fast.linalg.spectra.exact_class_eigens`); ``None`` where ``counts[k] == 0``."""
     counts = [int(count) for count in counts]
     present = [label for label, count in enumerate(counts) if count]
-    if not present:
-        return [None] * len(counts)
-    dim = grams[0].shape[-1]
-    if isinstance(grams, torch.Tensor) and len(present) == grams.shape[0]:
-        stack = grams
-    else:
-        stack = torch.stack([grams[label] for label in present])
-    solved = exact_class_eigens(
-        stack, variance=variance, rank_bounds=[min(counts[label], dim) for label in present]
-    )
     eigens: list[ClassEigen | None] = [None] * len(counts)
-    for label, eigen in zip(present, solved):
-        eigens[label] = eigen
+    if not present:
+        return eigens
+    dim = grams[0].shape[-1]
+    per_batch = max(1, _EXACT_BATCH_BYTES // (8 * dim * dim))
+    for start in range(0, len(present), per_batch):
+        labels = present[start : start + per_batch]
+        stack = torch.stack([grams[label] for label in labels])
+        solved = exact_class_eigens(
+            stack, variance=variance, rank_bounds=[min(counts[label], dim) for label in labels]
+        )
+        for label, eigen in zip(labels, solved):
+            eigens[label] = eigen
     return eigens
 
 
@@ -204,10 +207,10 @@ def class_eighs(
     shape of their spectrum, and a partial attempt that gives up costs ~40 % of an exact eigh
     (Fashion-MNIST pixels, r_k = 214-380 of 784: 0.037 s against 0.087 s per class). A class
     keeping few components sends the next one back to the partial solver. Same components
-    either way (the solvers agree within ``tol``). Where every class is solved exactly
-    (``"exact"``, or ``"auto"`` up to d = 256) they are solved as one batch.
+    either way (the solvers agree within ``tol``). Narrow layers solved exactly (d <= 256,
+    "exact" or "auto") go in batches (:func:`batches_exact`).
     """
-    if len(grams) and exact_only(method, grams[0].shape[-1]):
+    if len(grams) and batches_exact(method, grams[0].shape[-1]):
         return all_exact(grams, variance=variance, counts=counts)
     eigens: list[ClassEigen | None] = []
     follow_exact = False
