@@ -114,12 +114,15 @@ TX gather_rows(TX* bucket, const TX* x, const int64_t* order, int64_t m, int64_t
 }
 
 // The power of two 2^e that brings `peak` near 1 when it lies outside ProductRange, else 0.
+// |e| is capped where 2^-e stops being a normal TX (126 for float): a subnormal peak (down to
+// 2^-149) times 2^149 would be Inf in float; capped, it lands at 2^-23 or above, in range.
 template <typename TX>
 int rescale_exponent(TX peak) {
   if (peak == TX(0)) return 0;
   const int exponent = std::ilogb(peak);
   if (exponent >= ProductRange<TX>::low && exponent <= ProductRange<TX>::high) return 0;
-  return exponent;
+  constexpr int cap = 1 - std::numeric_limits<TX>::min_exponent;  // 2^-cap: the least normal
+  return std::min(std::max(exponent, -cap), cap);
 }
 
 template <typename TX, typename TG>

@@ -19,6 +19,11 @@
 //   scores[i,c] = min(max(ratio, 0), 1) if ||x_i||^2 > 0 (||x_i||^2 summed in double)
 //               = 0                     otherwise (a zero row scores 0; never NaN)
 // The clamp absorbs rounding: for orthonormal U_c the exact energy never exceeds ||x_i||^2.
+// Scale: a row whose ||x_i||^2 (double) lies outside [2^-200, 2^200] for float (2^+-1000 for
+// double), or is not finite, is scored again from a copy scaled by a power of two (its largest
+// entry to [1, 2)): its products in T could have overflowed or gone subnormal, and MASC's
+// scores do not change with a row's scale. A double row whose norm underflowed to 0 is scored
+// that way too; a zero row keeps its 0. Blocks with no such row pay one integer compare a row.
 // A class with an empty segment and no complement flag is absent: score 0, never predicted
 // (an empty segment with the flag is the whole space: every nonzero row scores 1).
 //   pred[i] = the present class with the largest scores[i, c] compared as stored in T, ties to
@@ -30,8 +35,9 @@
 // each class's energies summed along the block's rows (contiguous, full vector width; the
 // epilogue is compiled per vector width, simd.h), and the ratio and argmax of each row. The
 // products are in T (float32 GEMM for float32 rows); energies and norms accumulate in double.
-// Memory: threads x block_rows x (R x sizeof(T) + k x 8) of tiles and energies, allocated
-// before the parallel region (std::bad_alloc surfaces as MemoryError, never inside a thread).
+// Memory: threads x (block_rows x (R x sizeof(T) + k x 8) + (d + R) x sizeof(T)) of tiles,
+// energies and one rescaled row with its projections, allocated before
+// the parallel region (std::bad_alloc surfaces as MemoryError, never inside a thread).
 // Never n x R.
 // Limits: d, R and block_rows below 2^31 (LP64 BLAS); the BLAS table must be loaded.
 #pragma once

@@ -7,15 +7,25 @@ is linear in its rows' squares (a scale s of all of them multiplies it by s², t
 eigenvectors and ratios) and a row's score ``‖Uᵀx‖² / ‖x‖²`` does not change with its scale. So
 rows (or a class's rows) whose largest entry lies outside ``[2^low, 2^high]`` are multiplied by
 ``2^-e`` (e the exponent of that entry; exact, no rounding) before the products and, for Grams,
-the product is multiplied back by ``2^2e`` in the float64 Gram. The C++ Gram update does the
+the product is multiplied back by ``2^2e`` in the float64 Gram. ``e`` is capped at the largest
+power whose inverse is still a normal number of the dtype (±126 for float32): a subnormal row
+(peak down to 2^-149) would otherwise be multiplied by 2^149, which float32 holds as Inf; capped,
+it lands at 2^-23 or above, inside the range. The C++ Gram update does the
 same per bucket (``csrc/gram_update.cpp``, ``ProductRange``: the same bounds).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["PRODUCT_RANGE", "out_of_range_exponents", "rows_in_range"]
+__all__ = [
+    "PRODUCT_RANGE",
+    "largest_exact_shift",
+    "out_of_range_exponents",
+    "rows_in_range",
+]
 
 #: Exponents [low, high] of a largest |entry| whose products stay normal, per dtype: squares
 #: summed over up to 1024 rows stay below the largest value, and far above the smallest normal.
@@ -24,12 +34,21 @@ PRODUCT_RANGE = {torch.float32: (-40, 50), torch.float64: (-400, 400)}
 
 def out_of_range_exponents(peaks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """For largest-|entry| values ``peaks``, the exponent e (peak = m · 2^e, 1 <= m < 2)
-    where it lies outside the dtype's :data:`PRODUCT_RANGE`, else 0 (also for a zero peak)."""
+    where it lies outside the dtype's :data:`PRODUCT_RANGE`, else 0 (also for a zero peak);
+    capped at ±:func:`largest_exact_shift` so that ``2^e`` and ``2^-e`` are both normal."""
     low, high = PRODUCT_RANGE.get(dtype, PRODUCT_RANGE[torch.float32])
     _, exponents = torch.frexp(peaks)
     exponents = exponents.to(torch.int64) - 1  # ilogb: peak = m · 2^e with 1 <= m < 2
     outside = (peaks > 0) & ((exponents < low) | (exponents > high))
-    return torch.where(outside, exponents, torch.zeros_like(exponents))
+    cap = largest_exact_shift(dtype if dtype in PRODUCT_RANGE else torch.float32)
+    return torch.where(outside, exponents.clamp(-cap, cap), torch.zeros_like(exponents))
+
+
+def largest_exact_shift(dtype: torch.dtype) -> int:
+    """The largest e with both ``2^e`` and ``2^-e`` normal numbers of ``dtype`` (126 for
+    float32, 1022 for float64): the scale factors the dtype itself can hold."""
+    info = torch.finfo(dtype)
+    return min(int(math.log2(info.max)), -int(math.log2(info.tiny)))
 
 
 def rows_in_range(x: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,14 @@ def warn_absent_class(
     )
 
 
+def _smallest_full_precision(dtype: torch.dtype) -> float:
+    """The smallest Gram entry with the dtype's full precision (its smallest normal value
+    times 2^digits: ~1e-292 in float64); a class whose largest Gram entry is below it has lost
+    its digits to underflow."""
+    info = torch.finfo(dtype)
+    return info.tiny / info.eps
+
+
 class GramAccumulator:
     """Accumulates ``X_kᵀ X_k`` for every class k from streamed ``(x, y)`` batches.
 
@@ -133,6 +141,14 @@ class GramAccumulator:
             (self.num_classes, self.dim, self.dim), dtype=dtype, device=self.device
         )
         self._counts = torch.zeros(self.num_classes, dtype=torch.int64)  # rows folded in
+        # On CUDA, where the Grams are checked at fit() rather than per flush (no sync), each
+        # class's largest |entry| folded in, kept on the device: tells a Gram that stayed zero
+        # because its squares underflowed from one of zero rows, and names the magnitude.
+        self._class_peaks = (
+            torch.zeros(self.num_classes, dtype=torch.float64, device=self.device)
+            if self.device.type == "cuda"
+            else None
+        )
         self.batches = 0
         self._staged: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._staged_rows = 0
@@ -252,10 +268,13 @@ class GramAccumulator:
         if small:
             x, y = self._keep_small(x, y, added, small)
         peak = self._ops.gram_update(self._gram, x, y) if x.shape[0] else None
+        if self._class_peaks is not None and x.shape[0]:
+            rows_peak = x.abs().amax(dim=1).to(torch.float64)
+            self._class_peaks.scatter_reduce_(0, y, rows_peak, reduce="amax")
         if unchecked is not None:
             self._check_deferred(unchecked, peak, diverted)
-        if self.device.type == "cpu":  # on CUDA fit() checks, without a sync per flush
-            self._check_finite(x, y, first_batch=self.batches - 1)
+        if self._class_peaks is None:  # on CUDA fit() checks, without a sync per flush
+            self._check_range(x, y, first_batch=self.batches - 1)
 
     @property
     def gram(self) -> torch.Tensor:
@@ -271,26 +290,84 @@ class GramAccumulator:
             gram[label] += rows.T @ rows
         return gram
 
-    def _check_finite(self, x=None, y=None, *, first_batch: int | None = None) -> None:
-        """Raise if a class Gram left float64's range (rows beyond ~1e154, float64 only: the
-        backends scale float32 rows into range), naming the layer, class and magnitude."""
+    def _check_range(self, x=None, y=None, *, first_batch: int | None = None) -> None:
+        """Raise if a class Gram left its dtype's range: overflow (rows beyond ~1e154 for a
+        float64 Gram, ~1e19 for a float32 one) or underflow (rows below ~1e-146, ~1e-16),
+        naming the layer, class and magnitude. The backends scale float32 rows into range for
+        their products, so only the Gram itself can hold too little or too much. One read of
+        the K Gram diagonals; with the batch at hand (CPU flushes) a class whose Gram is still
+        all zero after it got rows is looked at too: zero rows, or squares lost to underflow."""
         diagonal = torch.diagonal(self._gram, dim1=1, dim2=2)
         finite = torch.isfinite(diagonal).all(dim=1)
-        if bool(finite.all()):
+        if not bool(finite.all()):
+            label = int((~finite).nonzero()[0])
+            raise self._out_of_range(label, self._peak(x, y, label), first_batch, "overflowed")
+        largest = diagonal.amax(dim=1)
+        faint = (largest > 0) & (largest < _smallest_full_precision(self._gram.dtype))
+        if bool(faint.any()):
+            label = int(faint.nonzero()[0])
+            raise self._out_of_range(label, self._peak(x, y, label), first_batch, "underflowed")
+        if x is None and self._class_peaks is not None:  # fit() on CUDA
+            vanished = (largest == 0) & (self._class_peaks > 0)
+            if bool(vanished.any()):
+                label = int(vanished.nonzero()[0])
+                raise self._out_of_range(label, self._peak(x, y, label), None, "underflowed")
+        if x is None or not x.shape[0]:
             return
-        label = int((~finite).nonzero()[0])
-        peak = None if x is None else float(x[y == label].abs().max())
-        raise self._overflow(label, peak, first_batch)
+        empty = (largest == 0).cpu() & (torch.bincount(y, minlength=self.num_classes).cpu() > 0)
+        for label in empty.nonzero().flatten().tolist():
+            peak = self._peak(x, y, label)
+            if peak:  # nonzero rows whose squares all fell below the dtype's smallest value
+                raise self._out_of_range(label, peak, first_batch, "underflowed")
 
-    def _overflow(self, label: int, peak: float | None, batch: int | None) -> OverflowError:
-        """The error for class ``label`` whose Gram cannot be held in float64."""
+    def _peak(self, x: torch.Tensor | None, y: torch.Tensor | None, label: int) -> float | None:
+        """Class ``label``'s largest |entry|: in the batch ``x`` where there is one, else the
+        largest folded in (CUDA), else unknown (None)."""
+        if x is not None:
+            rows = x[y == label]
+            return float(rows.abs().max()) if rows.numel() else None
+        if self._class_peaks is not None:
+            return float(self._class_peaks[label]) or None
+        return None
+
+    def _out_of_range(
+        self,
+        label: int,
+        peak: float | None,
+        batch: int | None,
+        what: str,
+        dtype: torch.dtype | None = None,
+    ) -> ArithmeticError:
+        """The error for class ``label`` whose Gram cannot be held in ``dtype`` (default the
+        Grams' own): ``what`` is "overflowed" (OverflowError) or "underflowed"
+        (FloatingPointError)."""
+        dtype = dtype or self._gram.dtype
         seen = "" if peak is None else f" (rows up to {peak:.3g})"
         flushed = "" if batch is None else f", flushed with batch {batch}"
-        return OverflowError(
-            f"{where(self.layer)}class {label}'s Gram overflowed float64{seen}{flushed}: its "
-            "squared activations pass 1.8e308; rescale the activations (MASC's subspaces do not "
-            "change with a common scale)"
+        info = torch.finfo(dtype)
+        if what == "overflowed":
+            bound, error = f"pass {info.max:.2g}", OverflowError
+        else:
+            bound, error = f"fall below {info.tiny:.2g}", FloatingPointError
+        wider = " or accumulate in float64" if dtype != torch.float64 else ""
+        dtype = str(dtype).removeprefix("torch.")
+        return error(
+            f"{where(self.layer)}class {label}'s Gram {what} {dtype}{seen}{flushed}: its "
+            f"squared activations {bound}; rescale the activations{wider} (MASC's subspaces "
+            "do not change with a common scale)"
         )
+
+    def _in_float64_range(self, label: int, rows: torch.Tensor) -> torch.Tensor:
+        """Kept rows of class ``label`` whose float64 squares the Gram trick can hold, else
+        the same error a Gram of them would raise (float32 rows always can)."""
+        squares = rows.to(torch.float64).square().sum(dim=1)
+        peak = float(rows.abs().max())
+        if not bool(torch.isfinite(squares).all()):
+            raise self._out_of_range(label, peak, None, "overflowed", torch.float64)
+        largest = float(squares.max())
+        if 0 < largest < _smallest_full_precision(torch.float64) or (largest == 0 and peak):
+            raise self._out_of_range(label, peak, None, "underflowed", torch.float64)
+        return rows
 
     def _keep_small(self, x, y, added, small: list[int]):
         """Keep the new rows of the classes in ``small`` (fewer than d rows before this flush)
@@ -327,7 +404,8 @@ class GramAccumulator:
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors that :meth:`restore` takes back: the Grams of the classes with d rows or
-        more (``gram``, listed in ``gram_labels``), counts, and the rows of the classes with
+        more (``gram``, listed in ``gram_labels``), counts, on CUDA the classes' largest
+        entries (``class_peaks``, for fit()'s underflow check), and the rows of the classes with
         fewer (their Grams are not kept: a class of 135 rows in 2048 dimensions is 1 MiB of
         rows against 32 MiB of float64 Gram). Staged rows are folded in first."""
         self.flush()
@@ -339,6 +417,8 @@ class GramAccumulator:
             "gram_labels": gram_labels,
             "counts": self._counts.clone(),
         }
+        if self._class_peaks is not None:
+            state["class_peaks"] = self._class_peaks.cpu().clone()
         small = [(label, self._small_rows(label)) for label in range(self.num_classes)]
         small = [(label, rows) for label, rows in small if rows is not None]
         if small:
@@ -363,6 +443,9 @@ class GramAccumulator:
         self._gram.zero_()
         self._gram[labels_with_gram.to(self.device)] = gram.to(self._gram)
         self._counts = tensors["counts"].clone()
+        peaks = tensors.get("class_peaks")
+        if self._class_peaks is not None and peaks is not None:
+            self._class_peaks.copy_(peaks)
         self._staged, self._staged_rows = [], 0
         rows, labels = tensors.get("small_rows"), tensors.get("small_labels")
         has_gram = set(labels_with_gram.tolist())
@@ -389,6 +472,10 @@ class GramAccumulator:
         self.flush()
         other.flush()
         self._gram += other._gram.to(device=self.device, dtype=self._gram.dtype)
+        if self._class_peaks is not None and other._class_peaks is not None:
+            torch.maximum(
+                self._class_peaks, other._class_peaks.to(self.device), out=self._class_peaks
+            )
         for label in range(self.num_classes):
             mine, theirs = self._small[label], other._small[label]
             theirs = [rows.to(self.device) for rows in theirs or []]
@@ -427,6 +514,9 @@ class GramAccumulator:
                     self._fold_rows(label, rows)
                 self._small[label] = None
         group.sum(self._gram, f"{where(self.layer)}class Grams")
+        if self._class_peaks is not None:  # the same verdicts on every rank at fit()
+            peaks = group.gather(self._class_peaks.cpu(), f"{where(self.layer)}class peaks")
+            self._class_peaks.copy_(torch.stack(peaks).amax(dim=0))
         mine = {
             label: rows.cpu() for label in small if (rows := self._small_rows(label)) is not None
         }
@@ -450,8 +540,8 @@ class GramAccumulator:
 
         ``variance`` in (0, 1) is the explained-variance threshold t; a whole number >= 1 is a
         fixed number of components per class. ``method`` chooses the eigensolver ("auto",
-        "exact", "partial", "fp32"; see :mod:`masc_fast.linalg.eigensolvers`). ``batched``: solve the classes
-        the rule sends to the partial solver all at once
+        "exact", "partial", "fp32"; see :mod:`masc_fast.linalg.eigensolvers`). ``batched``:
+        solve the classes the rule sends to the partial solver all at once
         (:func:`~masc_fast.linalg.eigensolvers.class_eigh_batched`; exact eigh for any it gives up
         on); ``None`` (default) batches when the Grams are on CUDA, where K small per-class
         solves would each launch their own kernels. Same components either way, up to ``tol``.
@@ -460,7 +550,9 @@ class GramAccumulator:
         ``method="fp32"`` (:mod:`masc_fast.linalg.mixed_eigh`) certifies too.
         Classes with fewer rows than d whose rows were kept are solved by the Gram trick
         (method "gram_trick"), whatever ``method`` says.
-        Classes without rows, or whose rows are all zero, are left out with a warning.
+        Classes without rows, or whose rows are all zero, are left out with a warning; a class
+        whose Gram overflowed or underflowed its dtype raises (OverflowError,
+        FloatingPointError) naming the class and the magnitude of its rows.
         """
         variance = check_variance(variance)
         eigens = self.fit_eigens(
@@ -488,7 +580,7 @@ class GramAccumulator:
         the classes in ``labels`` only (``None``: all; the others ``None``, unwarned): a
         distributed probe solves each class on one rank."""
         self.flush()
-        self._check_finite()
+        self._check_range()
         if batched is None:
             batched = self.device.type == "cuda"
         wanted = set(range(self.num_classes) if labels is None else labels)
@@ -521,9 +613,7 @@ class GramAccumulator:
             thresholds=thresholds,
         )
         for label, rows in small.items():
-            if not bool(torch.isfinite(rows.to(torch.float64).square().sum())):
-                raise self._overflow(label, float(rows.abs().max()), None)
-            eigens[label] = gram_trick_eigen(rows, variance=variance)
+            eigens[label] = gram_trick_eigen(self._in_float64_range(label, rows), variance=variance)
         for label, eigen in enumerate(eigens):
             if eigen is not None and not bool((eigen.values > 0).any()):
                 warn_absent_class(

@@ -31,6 +31,18 @@ def _as_float64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _power_of_two_scaled(x: np.ndarray, axis: int | None) -> np.ndarray:
+    """``x`` with each row (``axis=1``) or the whole array (``axis=None``) multiplied by the
+    power of two that brings its largest |entry| into [0.5, 1): exact, and MASC's subspaces
+    and scores do not change with it, so float64 squares neither overflow (rows of 1e300)
+    nor vanish (rows of 1e-300). Zero rows stay zero."""
+    if x.size == 0:
+        return x
+    peaks = np.abs(x).max(axis=axis, keepdims=axis is not None)
+    _, exponents = np.frexp(peaks)
+    return np.ldexp(x, -exponents)
+
+
 def gram_update_ref(gram: np.ndarray, x, y) -> None:
     """Add ``x_iᵀ x_i`` of every row to ``gram[y_i]`` (in place), one row at a time."""
     x = _as_float64(x)
@@ -46,7 +58,7 @@ def class_subspace_ref(x_class, variance: float = 0.99) -> np.ndarray:
     variance ratio exceeds it (scikit-learn's rule); ``variance >= 1`` keeps that many
     components, capped at the rank of the doubled data.
     """
-    x_class = _as_float64(x_class)
+    x_class = _power_of_two_scaled(_as_float64(x_class), axis=None)
     doubled = np.concatenate([x_class, -x_class], axis=0)
     if variance >= 1:
         n_components = int(min(int(variance), np.linalg.matrix_rank(doubled)))
@@ -78,7 +90,7 @@ def subspace_scores_ref(
     (d, 0) array for the whole space) and the score is ``1 − ‖W_kᵀx‖² / ‖x‖²``.
     """
     complements = complements or [False] * len(bases)
-    x = _as_float64(x)
+    x = _power_of_two_scaled(_as_float64(x), axis=1)
     sq_norms = np.einsum("nd,nd->n", x, x)
     scores = np.zeros((x.shape[0], len(bases)))
     for label, basis in enumerate(bases):

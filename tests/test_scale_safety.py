@@ -6,6 +6,7 @@ that cannot be held (float64 rows past ~1e154) is an error naming the layer and 
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -16,7 +17,10 @@ from masc_fast import GramAccumulator
 from masc_fast._magnitude import PRODUCT_RANGE, out_of_range_exponents, rows_in_range
 from masc_fast.scoring import score_rows
 
-SCALES = [1e-30, 1e-20, 1e-12, 1e12, 1e19, 1e30]
+#: The ends of float32 too: digits' entries (integers up to 16) times 2^-140 are exact
+#: subnormals, times 2^123 they reach 2^127, float32's largest power of two.
+FLOAT32_ENDS = [2.0**-140, 2.0**123]
+SCALES = [1e-30, 1e-20, 1e-12, 1e12, 1e19, 1e30, *FLOAT32_ENDS]
 GRAM_BACKENDS = ["cpp", "torch", "reference"]
 
 
@@ -41,6 +45,18 @@ def test_out_of_range_exponents_are_the_binary_exponents():
     peaks = torch.tensor([0.0, 1.0, 3.0, 2.0**-41, 2.0**-40, 2.0**50, 2.0**51 * 1.5])
     assert out_of_range_exponents(peaks, torch.float32).tolist() == [0, 0, 0, -41, 0, 0, 51]
     assert PRODUCT_RANGE[torch.float64] == (-400, 400)
+
+
+def test_out_of_range_exponents_are_capped_where_the_dtype_holds_the_factor():
+    """2^149 (to lift float32's smallest subnormal to 1) is Inf in float32: the shift stops
+    at 126, which still lands every subnormal inside the product range."""
+    peaks = torch.tensor([2.0**-149, 2.0**-127, 2.0**127 * 1.5])
+    assert out_of_range_exponents(peaks, torch.float32).tolist() == [-126, -126, 126]
+    tiny = torch.tensor([2.0**-1074, 2.0**1023], dtype=torch.float64)
+    assert out_of_range_exponents(tiny, torch.float64).tolist() == [-1022, 1022]
+    rows = rows_in_range(torch.tensor([[2.0**-149, 0.0], [2.0**127, -(2.0**126)]]))
+    assert torch.isfinite(rows).all()
+    assert rows.tolist() == [[2.0**-23, 0.0], [2.0, -1.0]]
 
 
 def test_rows_in_range_leaves_normal_rows_untouched_and_scales_by_powers_of_two():
@@ -74,6 +90,47 @@ def test_every_backend_scores_a_scaled_row_like_the_row(backend, digits_fit, sca
     assert torch.equal(scaled.pred, plain.pred)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_block_of_zero_tiny_huge_and_plain_rows(backend, digits_fit, dtype):
+    """Rows at both ends of the dtype among plain and all-zero rows, in one scoring block: each
+    scores as its plain row (the C++ scorer rescores the flagged rows of a block, no others),
+    zero rows score 0."""
+    x, _, subspaces = digits_fit
+    device = _device(backend)
+    packed = subspaces.packed(dtype, device)
+    plain = x[1400:1440].to(device, dtype)
+    ends = FLOAT32_ENDS if dtype == torch.float32 else [2.0**-1000, 2.0**1000]
+    factors = torch.tensor([1.0, 0.0, ends[0], ends[1]], dtype=dtype, device=device)
+    rows = plain * factors.repeat(10).unsqueeze(1)
+    kwargs = {"complement": packed.complement, "backend": backend}
+    expected = score_rows(plain, packed.basis, packed.offsets, **kwargs)
+    scored = score_rows(rows, packed.basis, packed.offsets, **kwargs)
+    zero = factors.repeat(10) == 0
+    assert bool((scored.scores[zero] == 0).all())
+    difference = (scored.scores[~zero] - expected.scores[~zero]).abs().max().item()
+    assert difference < 1e-5, f"{backend}, {dtype}: scores move by {difference}"
+    assert torch.equal(scored.pred[~zero], expected.pred[~zero])
+
+
+@pytest.mark.parametrize("scale", [2.0**-1060, 1e-300, 1e-160, 1e160, 1e300])
+def test_every_backend_scores_scaled_float64_rows_like_the_rows(backend, digits_fit, scale):
+    """Float64 rows far outside 1e±154, whose squares leave float64: the C++ scorer rescores
+    them from a power-of-two copy, the others scale such rows before scoring."""
+    x, _, subspaces = digits_fit
+    device = _device(backend)
+    packed = subspaces.packed(torch.float64, device)
+    rows = x[1400:].to(device, torch.float64)
+    plain = score_rows(
+        rows, packed.basis, packed.offsets, complement=packed.complement, backend=backend
+    )
+    scaled = score_rows(
+        rows * scale, packed.basis, packed.offsets, complement=packed.complement, backend=backend
+    )
+    difference = (scaled.scores - plain.scores).abs().max().item()
+    assert difference < 1e-9, f"{backend} at scale {scale}: scores move by {difference}"
+    assert torch.equal(scaled.pred, plain.pred)
+
+
 @pytest.mark.parametrize("gram_backend", GRAM_BACKENDS)
 @pytest.mark.parametrize("scale", SCALES)
 def test_gram_of_scaled_rows_keeps_counts_and_predictions(digits_fit, gram_backend, scale):
@@ -95,7 +152,8 @@ def test_gram_of_scaled_rows_keeps_counts_and_predictions(digits_fit, gram_backe
 @pytest.mark.parametrize("gram_backend", ["cpp", "torch"])
 def test_classes_of_very_different_magnitudes_in_one_batch(digits_fit, gram_backend):
     """Class 0's rows at 1e19 (squares past float32), class 1's at 1e-30 (squares below it),
-    the rest as they are, all in one batch: every class keeps its own components."""
+    class 2's subnormal, class 3's up to float32's largest power of two, the rest as they are,
+    all in one batch: every class keeps its own components."""
     from conftest import backend_status, skip_or_fail
 
     usable, reason = backend_status()[gram_backend]
@@ -103,7 +161,7 @@ def test_classes_of_very_different_magnitudes_in_one_batch(digits_fit, gram_back
         skip_or_fail(gram_backend, reason)
     x, y, reference = digits_fit
     factors = torch.ones(10)
-    factors[0], factors[1] = 1e19, 1e-30
+    factors[0], factors[1], factors[2], factors[3] = 1e19, 1e-30, *FLOAT32_ENDS
     rows = x[:1400] * factors[y[:1400]].unsqueeze(1)
     accumulator = GramAccumulator(10, 64, backend=gram_backend)
     with warnings.catch_warnings():
@@ -114,32 +172,113 @@ def test_classes_of_very_different_magnitudes_in_one_batch(digits_fit, gram_back
     assert torch.equal(fitted.predict(x[1400:]), reference.predict(x[1400:]))
 
 
-@pytest.mark.parametrize("gram_backend", ["cpp", "torch"])
-def test_float64_rows_past_the_float64_range_are_an_error_naming_the_class(gram_backend):
-    """In a class with d rows or more (its Gram is accumulated: the error names the flush's
-    first batch) and in a class with fewer (its rows are kept for the Gram trick)."""
+@pytest.mark.parametrize("gram_backend", GRAM_BACKENDS)
+@pytest.mark.parametrize(
+    ("scale", "error", "what"),
+    [
+        (1e200, OverflowError, "overflowed"),
+        (1e-300, FloatingPointError, "underflowed"),
+        (1e-150, FloatingPointError, "underflowed"),
+    ],
+)
+def test_float64_rows_a_float64_gram_cannot_hold_are_an_error_naming_the_class(
+    gram_backend, scale, error, what
+):
+    """Squares past float64 (1e200), squares that vanish (1e-300) or keep only a few digits
+    (1e-150: Gram entries of 1e-300, subnormal) are an error naming the class and magnitude,
+    not a class "of all-zero rows" or a silently imprecise one; in a Gram class (the error
+    names the flush's first batch) and in a class whose few rows are kept for the Gram trick."""
     from conftest import backend_status, skip_or_fail
 
     usable, reason = backend_status()[gram_backend]
     if not usable:
         skip_or_fail(gram_backend, reason)
-    rows = torch.tensor([[1.0, 2.0], [3.0, -1.0], [1e200, 0.0], [2.0, 1e199]], dtype=torch.float64)
+    rows = torch.tensor([[1.0, 2.0], [3.0, -1.0], [1.0, 0.5], [2.0, 1.0]], dtype=torch.float64)
+    rows[2:] *= scale
+    peak = re.escape(f"{2 * scale:.0e}")
     accumulator = GramAccumulator(2, 2, layer="fc1", backend=gram_backend)
     with pytest.raises(
-        OverflowError,
-        match=r"layer 'fc1': class 1's Gram overflowed float64 "
-        r"\(rows up to 1e\+200\), flushed with batch 0: its squared",
+        error,
+        match=rf"layer 'fc1': class 1's Gram {what} float64 \(rows up to {peak}\), flushed "
+        "with batch 0: its squared activations",
     ):
         accumulator.update(rows, torch.tensor([0, 0, 1, 1]))
         accumulator.fit()
     small = GramAccumulator(2, 3, layer="fc1", backend=gram_backend)
-    small.update(rows[:3, :2].repeat(1, 2)[:, :3], torch.tensor([0, 0, 1]))
+    kept = rows[[0, 1, 3]]
+    small.update(torch.cat([kept, kept[:, :1]], dim=1), torch.tensor([0, 0, 1]))
     with pytest.raises(
-        OverflowError,
-        match=r"layer 'fc1': class 1's Gram overflowed float64 "
-        r"\(rows up to 1e\+200\): its squared",
+        error, match=rf"layer 'fc1': class 1's Gram {what} float64 \(rows up to {peak}\): its"
     ):
         small.fit()
+
+
+@pytest.mark.parametrize("scale", [1e-300, 0.0])
+def test_checks_deferred_to_fit_tell_vanished_squares_from_zero_rows(scale):
+    """On CUDA the Grams are checked at fit(), with each class's largest entry kept on the
+    device instead of the batch (no sync per flush); the same mode on the CPU here: rows of
+    1e-300 are an underflow naming their magnitude, zero rows a class of all-zero rows. Also
+    after merging another accumulator's rows, and after a checkpoint's state is restored."""
+    from masc_fast.accumulator import EmptyClassWarning
+
+    rows = torch.tensor([[1.0, 2.0], [3.0, -1.0], [1.0, 0.5], [2.0, 1.0]], dtype=torch.float64)
+    rows[2:] *= scale
+    labels = torch.tensor([0, 0, 1, 1])
+    accumulator = GramAccumulator(2, 2, layer="fc1")
+    accumulator._class_peaks = torch.zeros(2, dtype=torch.float64)  # the CUDA mode
+    other = GramAccumulator(2, 2)
+    other._class_peaks = torch.zeros(2, dtype=torch.float64)
+    other.update(rows, labels)
+    accumulator.update(rows[:2], labels[:2])  # no check at the flush: the fit finds it
+    accumulator.merge(other)
+    resumed = GramAccumulator(2, 2, layer="fc1")  # from a probe checkpoint of it
+    resumed._class_peaks = torch.zeros(2, dtype=torch.float64)
+    resumed.restore(accumulator.state())
+    for fitted in (accumulator, resumed):
+        if scale:
+            with pytest.raises(
+                FloatingPointError,
+                match=r"class 1's Gram underflowed float64 \(rows up to 2e-300\)",
+            ):
+                fitted.fit()
+        else:
+            with pytest.warns(EmptyClassWarning, match=r"class 1 has only all-zero rows \(2\)"):
+                fitted.fit()
+
+
+def test_zero_rows_are_still_a_class_of_all_zero_rows():
+    """The underflow check tells zero rows from tiny ones: a class of zero rows is left out
+    with that reason, as before."""
+    from masc_fast.accumulator import EmptyClassWarning
+
+    rows = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    accumulator = GramAccumulator(2, 2, layer="fc1")
+    accumulator.update(rows, torch.tensor([0, 0, 1, 1]))
+    with pytest.warns(EmptyClassWarning, match=r"class 1 has only all-zero rows \(2\)"):
+        fitted = accumulator.fit()
+    assert fitted.num_components.tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("gram_backend", ["cpp", "torch"])
+@pytest.mark.parametrize(
+    ("scale", "error", "what"),
+    [(1e30, OverflowError, "overflowed"), (1e-40, FloatingPointError, "underflowed")],
+)
+def test_a_float32_gram_names_its_dtype_and_the_way_out(gram_backend, scale, error, what):
+    """Rows of 1e30 are fine for the default float64 Grams but not for float32 ones: the
+    error says float32 and suggests float64 accumulation."""
+    from conftest import backend_status, skip_or_fail
+
+    usable, reason = backend_status()[gram_backend]
+    if not usable:
+        skip_or_fail(gram_backend, reason)
+    rows = torch.tensor([[1.0, 2.0], [3.0, -1.0], [1.0, 0.5], [2.0, 1.0]]) * scale
+    accumulator = GramAccumulator(2, 2, dtype=torch.float32, backend=gram_backend)
+    with pytest.raises(
+        error, match=rf"class 0's Gram {what} float32 .*rescale the activations or accumulate"
+    ):
+        accumulator.update(rows, torch.tensor([0, 0, 1, 1]))
+        accumulator.fit()
 
 
 def test_a_class_whose_gram_has_no_positive_eigenvalue_is_reported(monkeypatch, digits_fit):
@@ -180,19 +319,24 @@ def test_a_class_whose_gram_has_no_positive_eigenvalue_is_reported(monkeypatch, 
 @pytest.mark.parametrize("backend_name", ["torch", "triton"])
 def test_cuda_backends_keep_scaled_rows_and_classes(digits_fit, backend_name):
     """The same checks on a GPU (run by ``bench/gpu_check.py``): the Gram on CUDA (torch forms)
-    of classes at 1e19 and 1e-30, and scaled rows scored by the CUDA backends."""
+    of classes at 1e19, 1e-30 and float32's ends, float64 rows whose squares vanish (an error
+    from fit(), where CUDA Grams are checked), and scaled rows scored by the CUDA backends."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     x, y, reference = digits_fit
     cuda = torch.device("cuda")
     factors = torch.ones(10)
-    factors[0], factors[1] = 1e19, 1e-30
+    factors[0], factors[1], factors[2], factors[3] = 1e19, 1e-30, *FLOAT32_ENDS
     accumulator = GramAccumulator(10, 64, device=cuda)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         accumulator.update((x[:1400] * factors[y[:1400]].unsqueeze(1)).to(cuda), y[:1400].to(cuda))
         fitted = accumulator.fit(0.99)
     assert fitted.num_components.tolist() == reference.num_components.tolist()
+    tiny = GramAccumulator(10, 64, device=cuda, layer="fc1")
+    tiny.update(x[:1400].to(cuda, torch.float64) * 1e-300, y[:1400].to(cuda))
+    with pytest.raises(FloatingPointError, match=r"layer 'fc1': class \d's Gram underflowed"):
+        tiny.fit(0.99)
     packed = reference.packed(torch.float32, cuda)
     rows = x[1400:].to(cuda)
     plain = score_rows(
