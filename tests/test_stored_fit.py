@@ -113,6 +113,41 @@ def test_single_point_and_fewer_points_than_components(tmp_path, method):
     assert torch.equal(fitted.predict(x), exact.predict(x))
 
 
+#: Rows (digits, integers up to 16) scaled to where float32 products leave float32: squares
+#: past 3.4e38 (1e19, 1e30), below its smallest normal (1e-30), subnormal rows (2^-140) and
+#: rows up to float32's largest power of two (2^123).
+STORED_SCALES = [1e-30, 1e19, 1e30, 2.0**-140, 2.0**123]
+
+
+@pytest.mark.parametrize("method", ["gram_trick", "randomized"])
+@pytest.mark.parametrize("scale", STORED_SCALES)
+def test_scaled_rows_keep_their_subspaces(tmp_path, digits, method, scale):
+    """Issue 17: each class is read scaled by a power of two when its largest entry lies
+    outside float32's product range, so the stored fits keep the unscaled rows' counts and
+    predictions (they failed with "no class has a subspace" or a NaN before), and report the
+    eigenvalues and totals of the rows as given. Also after a checkpoint's state is restored."""
+    x, y = torch.from_numpy(digits[0]).float(), torch.from_numpy(digits[1])
+    plain = _stored(tmp_path / "plain", x, y, 10, 0.99, method).fit("corrupted", 0.99)
+    layer = _stored(tmp_path / "scaled", x * scale, y, 10, 0.99, method)
+    resumed = StoredLayer(
+        tmp_path / "scaled",
+        layer="layer",
+        num_classes=10,
+        dim=64,
+        label_sets=("corrupted",),
+        method=method,
+        memory_budget=1 << 30,
+    )
+    resumed.restore(*layer.state())
+    for fitted in (layer.fit("corrupted", 0.99), resumed.fit("corrupted", 0.99)):
+        assert fitted.num_components.tolist() == plain.num_components.tolist()
+        assert torch.equal(fitted.predict(x), plain.predict(x))
+        for mine, theirs, kept in zip(fitted._eigens, plain._eigens, plain.num_components):
+            assert mine.total == pytest.approx(theirs.total * scale**2, rel=1e-6)
+            leading = mine.values[:kept] / scale**2  # the trailing ones are rounding noise
+            assert torch.allclose(leading, theirs.values[:kept], rtol=1e-4)
+
+
 def test_all_zero_class_is_left_out(tmp_path):
     x = torch.randn(12, 8)
     x[y_zero := torch.arange(12) >= 9] = 0.0

@@ -19,7 +19,9 @@ captures is ``ClassSubspaces.explained_variance``. Bases are float32 (the scorin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 
 import torch
 
@@ -35,6 +37,7 @@ from masc_fast.probing.activation_store import LayerShards
 __all__ = [
     "STORED_METHODS",
     "GatheredRows",
+    "ScaledRows",
     "StoredRows",
     "choose_stored_method",
     "fit_stored_class",
@@ -88,6 +91,26 @@ class GatheredRows:
 
     def read(self, label_set: str, label: int, *, columns=slice(None), device="cpu"):
         return self.rows[:, columns].to(device)
+
+
+class ScaledRows:
+    """A class's rows (``LayerShards`` or :class:`GatheredRows`) read times ``2^-shift``: exact,
+    and a class's subspace does not change with a common scale, while its float32 products do
+    leave float32's range for rows far from 1 (squares of 1e19 pass 3.4e38, those of 1e-30
+    fall below 1.2e-38). See :mod:`masc_fast._magnitude`."""
+
+    def __init__(self, rows, shift: int):
+        self.rows, self.factor, self.dim = rows, 2.0**-shift, rows.dim
+
+    def count(self, label_set: str, label: int) -> int:
+        return self.rows.count(label_set, label)
+
+    def read(self, label_set: str, label: int, *, columns=slice(None), device="cpu"):
+        return self.rows.read(label_set, label, columns=columns, device=device) * self.factor
+
+    def chunks(self, label_set: str, label: int, *, chunk_rows: int, device="cpu"):
+        for chunk in self.rows.chunks(label_set, label, chunk_rows=chunk_rows, device=device):
+            yield chunk * self.factor
 
 
 class StoredRows:
@@ -173,6 +196,7 @@ def fit_stored_class(
     device: torch.device | str = "cpu",
     rows: int | None = None,
     reduce=None,
+    shift: int = 0,
 ) -> ClassEigen | None:
     """One class's eigenpairs from its stored rows, by ``method``; ``None`` when it has none.
 
@@ -181,7 +205,11 @@ def fit_stored_class(
     and the eigensolve run on ``device``; so does the returned basis. In a distributed probe
     ``rows`` and ``total`` are the class's over all ranks and ``reduce`` sums the randomized
     operator's images over them (:class:`StoredRows`); ``shards`` then holds this rank's rows
-    (for ``gram_trick``, all of them: the owner's gathered rows).
+    (for ``gram_trick``, all of them: the owner's gathered rows). ``shift``: the rows are read
+    times ``2^-shift`` (:class:`ScaledRows`; the exponent of a class whose largest entry lies
+    outside float32's product range, from
+    :func:`~masc_fast._magnitude.out_of_range_exponents`); the eigenvalues and total returned
+    are the unscaled rows'.
     """
     device = torch.device(device)
     if method not in STORED_METHODS:
@@ -189,6 +217,25 @@ def fit_stored_class(
     rows = shards.count(label_set, label) if rows is None else rows
     if rows == 0 or total <= 0:
         return None
+    if shift:
+        scaled = fit_stored_class(
+            ScaledRows(shards, shift),
+            label_set,
+            label,
+            variance=variance,
+            total=math.ldexp(total, -2 * shift),
+            method=method,
+            chunk_bytes=chunk_bytes,
+            tol=tol,
+            max_passes=max_passes,
+            device=device,
+            rows=rows,
+            reduce=reduce,
+        )
+        if scaled is None:
+            return None
+        values = torch.ldexp(scaled.values, torch.tensor(2.0 * shift, dtype=scaled.values.dtype))
+        return dataclasses.replace(scaled, values=values, total=total)
     if method == "gram_trick":
         return _gram_trick(
             shards,

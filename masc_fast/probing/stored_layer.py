@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from masc_fast._magnitude import out_of_range_exponents
 from masc_fast._progress import progress_bar
 from masc_fast.accumulator import warn_absent_class
 from masc_fast.probing.activation_store import LayerShards
@@ -24,7 +25,8 @@ __all__ = ["StoredLayer"]
 
 
 class StoredLayer:
-    """Shards plus exact per-class energies of one layer, for every label set.
+    """Shards plus exact per-class energies (and largest entries) of one layer, for every
+    label set.
 
     ``method``: ``"stored"`` (each class by :func:`choose_stored_method`), ``"gram_trick"`` or
     ``"randomized"`` for all classes. ``memory_budget`` sizes the read chunks and the choice.
@@ -58,6 +60,9 @@ class StoredLayer:
         )
         self.totals = {name: torch.zeros(num_classes, dtype=torch.float64) for name in label_sets}
         self.counts = {name: torch.zeros(num_classes, dtype=torch.int64) for name in label_sets}
+        # Each class's largest |entry|: the fit reads a class far outside float32's product
+        # range scaled by a power of two (masc_fast._magnitude); zero where unknown.
+        self.peaks = {name: torch.zeros(num_classes, dtype=torch.float64) for name in label_sets}
 
     @property
     def label_sets(self) -> tuple[str, ...]:
@@ -66,10 +71,12 @@ class StoredLayer:
     def update(self, x: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> None:
         """Add a checked (n, d) batch and its labels in every label set."""
         energy = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64).square().cpu()
+        peak = x.abs().amax(dim=1).to(torch.float64).cpu() if x.shape[0] else energy
         for name in self.label_sets:
             y = labels[name].cpu()
             self.totals[name].index_add_(0, y, energy)
             self.counts[name] += torch.bincount(y, minlength=self.num_classes)
+            self.peaks[name].scatter_reduce_(0, y, peak, reduce="amax")
         self.shards.append(x, labels)
 
     # ---- checkpoints
@@ -80,6 +87,7 @@ class StoredLayer:
         for name in self.label_sets:
             tensors[f"totals/{name}"] = self.totals[name].clone()
             tensors[f"counts/{name}"] = self.counts[name].clone()
+            tensors[f"peaks/{name}"] = self.peaks[name].clone()
         return {"rows": rows}, tensors
 
     def restore(self, meta: dict, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -87,6 +95,10 @@ class StoredLayer:
         for name in self.label_sets:
             self.totals[name] = tensors[f"totals/{name}"].clone()
             self.counts[name] = tensors[f"counts/{name}"].clone()
+            peaks = tensors.get(f"peaks/{name}")  # absent from older checkpoints: unknown
+            self.peaks[name] = (
+                torch.zeros_like(self.totals[name]) if peaks is None else peaks.clone()
+            )
 
     def reduce_across(self, group) -> None:
         """Sum the exact energies and row counts over the ranks of a distributed probe
@@ -95,6 +107,8 @@ class StoredLayer:
         for name in self.label_sets:
             group.sum(self.totals[name], f"layer {self.layer!r}: {name} class energies")
             group.sum(self.counts[name], f"layer {self.layer!r}: {name} row counts")
+            peaks = group.gather(self.peaks[name], f"layer {self.layer!r}: {name} class peaks")
+            self.peaks[name] = torch.stack(peaks).amax(dim=0)
 
     # ---- fit
     def class_method(self, rows: int) -> str:
@@ -129,6 +143,7 @@ class StoredLayer:
             disable=not progress,
         )
         fit = {"variance": variance, "chunk_bytes": chunk_bytes, "tol": tol, "device": device}
+        shifts = out_of_range_exponents(self.peaks[label_set], torch.float32).tolist()
         spread = []  # Gram-trick classes of a distributed probe, solved by their owners
         for label in range(self.num_classes):
             rows, total = int(counts[label]), float(self.totals[label_set][label])
@@ -153,17 +168,18 @@ class StoredLayer:
                 method=method,
                 rows=rows,
                 reduce=reduce,
+                shift=shifts[label],
                 **fit,
             )
             bar.update(1)
         if spread:
-            eigens = self._fit_spread(label_set, spread, eigens, group, fit, bar)
+            eigens = self._fit_spread(label_set, spread, eigens, group, fit, bar, shifts)
         bar.close()
         return ClassSubspaces(
             eigens, dim=self.dim, variance=variance, counts=counts.clone(), layer=self.layer
         )
 
-    def _fit_spread(self, label_set, labels, eigens, group, fit, bar) -> list:
+    def _fit_spread(self, label_set, labels, eigens, group, fit, bar, shifts) -> list:
         """Gram-trick classes over the ranks: in rounds of one class per rank, each rank
         sends its rows of the round's classes to their owners, which solve them; then every
         rank gets every solution."""
@@ -186,6 +202,7 @@ class StoredLayer:
                     label,
                     total=float(self.totals[label_set][label]),
                     method="gram_trick",
+                    shift=shifts[label],
                     **fit,
                 )
                 owned.append(label)
