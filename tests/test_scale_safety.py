@@ -112,6 +112,24 @@ def test_one_block_of_zero_tiny_huge_and_plain_rows(backend, digits_fit, dtype):
     assert torch.equal(scored.pred[~zero], expected.pred[~zero])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_threshold_sweep_scores_scaled_rows_like_the_rows(digits_fit, dtype):
+    """The probe's threshold sweep (one projection, every threshold) divides by ‖x‖² like the
+    scorers: rows of 1e20 (‖x‖² Inf in float32) or 1e-30 (0) score as their unscaled rows."""
+    from masc_fast.probing.threshold_scoring import ThresholdScorer
+
+    x, _, subspaces = digits_fit
+    scorer = ThresholdScorer(subspaces, (0.5, 0.9, 0.99, 1))
+    rows = x[1400:].to(dtype)
+    plain = scorer.score(rows, return_scores=True)
+    scales = FLOAT32_ENDS + [1e-30, 1e20] if dtype == torch.float32 else [1e-300, 1e300]
+    for scale in scales:
+        scaled = scorer.score(rows * scale, return_scores=True)
+        difference = (scaled.scores - plain.scores).abs().max().item()
+        assert difference < 1e-5, f"{dtype} at scale {scale}: scores move by {difference}"
+        assert torch.equal(scaled.pred, plain.pred), scale
+
+
 @pytest.mark.parametrize("scale", [2.0**-1060, 1e-300, 1e-160, 1e160, 1e300])
 def test_every_backend_scores_scaled_float64_rows_like_the_rows(backend, digits_fit, scale):
     """Float64 rows far outside 1e±154, whose squares leave float64: the C++ scorer rescores

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from masc_fast._magnitude import rows_in_range
 from masc_fast._validation import (
     as_tensor,
     check_activations,
@@ -237,7 +238,9 @@ def threshold_scores(
     tiny = torch.finfo(torch.float64).tiny
     with torch.no_grad():
         for start in range(0, n, block_rows):
-            block = x[start : start + block_rows].contiguous()
+            # rows far from 1 scaled by a power of two (scores do not change): ‖x‖² of a
+            # float32 row of 1e20 is Inf in float32, that of one of 1e-30 is 0
+            block = rows_in_range(x[start : start + block_rows].contiguous())
             stop = start + block.shape[0]
             # ‖x‖² summed in float64, then rounded to x's dtype: what the backends divide by.
             sq_norms = block.double().square().sum(dim=1).to(x.dtype).double().unsqueeze(1)
