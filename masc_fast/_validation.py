@@ -36,16 +36,20 @@ def where(layer: str | None = None, batch: int | None = None) -> str:
 
 
 def as_tensor(value, name: str, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """A torch tensor from a tensor or NumPy array (no copy when possible)."""
+    """A torch tensor from a tensor or NumPy array (no copy when possible). ``name`` is
+    named in errors; "x" is rows, any other name labels (the hint on text differs)."""
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
     elif isinstance(value, np.ndarray):
         if value.dtype == object or value.dtype.kind in "USV":
             kind = "an object" if value.dtype == object else f"a {value.dtype} (text or bytes)"
-            raise TypeError(
-                f"{name} must be a numeric array, got {kind} array; encode class labels as "
-                "integers 0 … K−1 first (MASCClassifier accepts any labels)"
+            hint = (
+                "activations must be numbers"
+                if name == "x"
+                else "encode class labels as integers 0 … K−1 first (MASCClassifier accepts "
+                "any labels)"
             )
+            raise TypeError(f"{name} must be a numeric array, got {kind} array; {hint}")
         value = np.ascontiguousarray(value)
         if not value.flags.writeable:  # torch cannot wrap read-only memory safely
             value = value.copy()

@@ -539,3 +539,15 @@ def test_text_labels_into_the_accumulator_are_named(labels):
         "array; encode class labels as integers",
     ):
         accumulator.update(np.ones((2, 3), np.float32), labels)
+
+
+def test_text_rows_into_the_accumulator_are_named_as_rows():
+    """Text where the rows go: named as x, without the labels' hint."""
+    from masc_fast import GramAccumulator
+
+    with pytest.raises(
+        TypeError,
+        match=r"^x must be a numeric array, got a <U1 \(text or bytes\) array; activations "
+        "must be numbers$",
+    ):
+        GramAccumulator(2, 3).update(np.array([["a"] * 3] * 2), np.array([0, 1]))
