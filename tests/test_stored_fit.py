@@ -148,6 +148,36 @@ def test_scaled_rows_keep_their_subspaces(tmp_path, digits, method, scale):
             assert torch.allclose(leading, theirs.values[:kept], rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("store_dtype", "rows", "match"),
+    [
+        (torch.float16, torch.full((2, 3), 7e4), r"keeps rows as float16, which cannot hold rows "
+         r"up to 7e\+04 \(float16 holds 6e-08 … 6.55e\+04\); use store_dtype=torch.float32"),
+        (torch.float32, torch.full((2, 3), 1e300, dtype=torch.float64), r"rows up to 1e\+300"),
+        (torch.float32, torch.full((2, 3), 1e-300, dtype=torch.float64), r"a row of 1e-300"),
+    ],
+)  # fmt: skip
+def test_rows_the_store_cannot_hold_are_refused_before_they_are_written(
+    tmp_path, store_dtype, rows, match
+):
+    """Rows past the store dtype's largest value would be Inf on disk, rows below its smallest
+    subnormal zero rows: refused with the layer, magnitude and way out; others are kept."""
+    layer = StoredLayer(
+        tmp_path,
+        layer="fc1",
+        num_classes=2,
+        dim=3,
+        label_sets=("c",),
+        memory_budget=1 << 26,
+        dtype=store_dtype,
+    )
+    with pytest.raises(ValueError, match=rf"layer 'fc1': the stored strategy .*{match}"):
+        layer.update(rows, {"c": torch.tensor([0, 1])})
+    assert layer.counts["c"].tolist() == [0, 0] and layer.shards.count("c", 0) == 0
+    layer.update(torch.full((2, 3), 1e-3), {"c": torch.tensor([0, 1])})
+    assert layer.counts["c"].tolist() == [1, 1]
+
+
 def test_all_zero_class_is_left_out(tmp_path):
     x = torch.randn(12, 8)
     x[y_zero := torch.arange(12) >= 9] = 0.0

@@ -72,12 +72,32 @@ class StoredLayer:
         """Add a checked (n, d) batch and its labels in every label set."""
         energy = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64).square().cpu()
         peak = x.abs().amax(dim=1).to(torch.float64).cpu() if x.shape[0] else energy
+        self._check_storable(peak)
         for name in self.label_sets:
             y = labels[name].cpu()
             self.totals[name].index_add_(0, y, energy)
             self.counts[name] += torch.bincount(y, minlength=self.num_classes)
             self.peaks[name].scatter_reduce_(0, y, peak, reduce="amax")
         self.shards.append(x, labels)
+
+    def _check_storable(self, peaks: torch.Tensor) -> None:
+        """Raise if a row cannot be kept in the store's dtype: an entry past its largest value
+        (Inf on disk: a float16 store holds 65504) or a nonzero row whose entries all fall
+        below its smallest subnormal (stored as a zero row)."""
+        info = torch.finfo(self.shards.dtype)
+        dtype = str(self.shards.dtype).removeprefix("torch.")
+        smallest = info.tiny * info.eps  # the smallest subnormal
+        top = float(peaks.max()) if peaks.numel() else 0.0
+        faint = peaks[(peaks > 0) & (peaks < smallest)]
+        if top <= info.max and not faint.numel():
+            return
+        seen = f"rows up to {top:.3g}" if top > info.max else f"a row of {float(faint[0]):.3g}"
+        advice = "store_dtype=torch.float32, " if self.shards.dtype != torch.float32 else ""
+        raise ValueError(
+            f"layer {self.layer!r}: the stored strategy keeps rows as {dtype}, which cannot hold "
+            f"{seen} ({dtype} holds {smallest:.2g} … {info.max:.3g}); use {advice}"
+            "strategy='gram' or rescale the activations"
+        )
 
     # ---- checkpoints
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
