@@ -58,6 +58,21 @@ def _smallest_full_precision(dtype: torch.dtype) -> float:
     return info.tiny / info.eps
 
 
+def _range_fault(
+    largest: torch.Tensor, rows_nonzero: torch.Tensor, dtype: torch.dtype
+) -> tuple[int, str] | None:
+    """The first class whose largest Gram entry (``largest``, (K,)) left ``dtype``'s range,
+    and how: "overflowed" (not finite), else "underflowed" (below the dtype's full precision,
+    then zero although ``rows_nonzero``); None when every class is in range."""
+    over = ~torch.isfinite(largest)
+    faint = (largest > 0) & (largest < _smallest_full_precision(dtype))
+    vanished = (largest == 0) & rows_nonzero
+    for mask, what in ((over, "overflowed"), (faint, "underflowed"), (vanished, "underflowed")):
+        if bool(mask.any()):
+            return int(mask.nonzero()[0]), what
+    return None
+
+
 class GramAccumulator:
     """Accumulates ``X_kᵀ X_k`` for every class k from streamed ``(x, y)`` batches.
 
@@ -297,28 +312,26 @@ class GramAccumulator:
         their products, so only the Gram itself can hold too little or too much. One read of
         the K Gram diagonals; with the batch at hand (CPU flushes) a class whose Gram is still
         all zero after it got rows is looked at too: zero rows, or squares lost to underflow."""
-        diagonal = torch.diagonal(self._gram, dim1=1, dim2=2)
-        finite = torch.isfinite(diagonal).all(dim=1)
-        if not bool(finite.all()):
-            label = int((~finite).nonzero()[0])
-            raise self._out_of_range(label, self._peak(x, y, label), first_batch, "overflowed")
-        largest = diagonal.amax(dim=1)
-        faint = (largest > 0) & (largest < _smallest_full_precision(self._gram.dtype))
-        if bool(faint.any()):
-            label = int(faint.nonzero()[0])
-            raise self._out_of_range(label, self._peak(x, y, label), first_batch, "underflowed")
-        if x is None and self._class_peaks is not None:  # fit() on CUDA
-            vanished = (largest == 0) & (self._class_peaks > 0)
-            if bool(vanished.any()):
-                label = int(vanished.nonzero()[0])
-                raise self._out_of_range(label, self._peak(x, y, label), None, "underflowed")
-        if x is None or not x.shape[0]:
-            return
-        empty = (largest == 0).cpu() & (torch.bincount(y, minlength=self.num_classes).cpu() > 0)
-        for label in empty.nonzero().flatten().tolist():
-            peak = self._peak(x, y, label)
-            if peak:  # nonzero rows whose squares all fell below the dtype's smallest value
-                raise self._out_of_range(label, peak, first_batch, "underflowed")
+        largest = torch.diagonal(self._gram, dim1=1, dim2=2).amax(dim=1)
+        fault = _range_fault(largest, self._rows_nonzero(largest, x, y), self._gram.dtype)
+        if fault is not None:
+            label, what = fault
+            raise self._out_of_range(label, self._peak(x, y, label), first_batch, what)
+
+    def _rows_nonzero(self, largest: torch.Tensor, x, y) -> torch.Tensor:
+        """(K,) bool: classes known to have nonzero rows, for those whose Gram is all zero
+        (``largest`` 0): from the batch ``x`` when there is one (a class with rows in it),
+        else from the largest entries kept on CUDA; all False where unknown."""
+        if x is None:
+            if self._class_peaks is not None:
+                return self._class_peaks > 0
+            return torch.zeros_like(largest, dtype=torch.bool)
+        nonzero = torch.zeros(self.num_classes, dtype=torch.bool)
+        if x.shape[0]:
+            has_rows = torch.bincount(y, minlength=self.num_classes).cpu() > 0
+            for label in ((largest == 0).cpu() & has_rows).nonzero().flatten().tolist():
+                nonzero[label] = bool(self._peak(x, y, label))
+        return nonzero.to(largest.device)
 
     def _peak(self, x: torch.Tensor | None, y: torch.Tensor | None, label: int) -> float | None:
         """Class ``label``'s largest |entry|: in the batch ``x`` where there is one, else the
@@ -360,13 +373,10 @@ class GramAccumulator:
     def _in_float64_range(self, label: int, rows: torch.Tensor) -> torch.Tensor:
         """Kept rows of class ``label`` whose float64 squares the Gram trick can hold, else
         the same error a Gram of them would raise (float32 rows always can)."""
-        squares = rows.to(torch.float64).square().sum(dim=1)
-        peak = float(rows.abs().max())
-        if not bool(torch.isfinite(squares).all()):
-            raise self._out_of_range(label, peak, None, "overflowed", torch.float64)
-        largest = float(squares.max())
-        if 0 < largest < _smallest_full_precision(torch.float64) or (largest == 0 and peak):
-            raise self._out_of_range(label, peak, None, "underflowed", torch.float64)
+        largest = rows.to(torch.float64).square().sum(dim=1).amax().reshape(1)
+        fault = _range_fault(largest, rows.any().reshape(1), torch.float64)
+        if fault is not None:
+            raise self._out_of_range(label, float(rows.abs().max()), None, fault[1], torch.float64)
         return rows
 
     def _keep_small(self, x, y, added, small: list[int]):

@@ -71,7 +71,7 @@ class StoredLayer:
     def update(self, x: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> None:
         """Add a checked (n, d) batch and its labels in every label set."""
         energy = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64).square().cpu()
-        peak = x.abs().amax(dim=1).to(torch.float64).cpu() if x.shape[0] else energy
+        peak = x.abs().amax(dim=1).to(torch.float64).cpu()
         self._check_storable(peak)
         for name in self.label_sets:
             y = labels[name].cpu()
